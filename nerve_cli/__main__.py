@@ -1,0 +1,3 @@
+from nerve_cli.main import main
+
+raise SystemExit(main())
