@@ -1,0 +1,499 @@
+"""The reflex engine: applies a compiled rule set to events in event time and emits alerts and commands.
+
+No I/O and no clock: the host feeds events (`process`), moves the watermark while idle (`advance`),
+passes acknowledgements (`acknowledge`) and publishes the returned outputs. All state is in the `Store`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import heapq
+import math
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import orjson
+
+from reflexes.model import (
+    Absent,
+    ActuateAction,
+    AlertAction,
+    ClearAction,
+    Condition,
+    EscalateAction,
+    Reflex,
+    RuleSet,
+)
+from reflexes.patterns import Evaluator, Hit, evaluator_for
+from reflexes.store import META_KEY, MemoryStore, State, Store
+from schemas import Alert, Command
+
+Output = Alert | Command
+_SITE_CACHE_MAX = 200_000
+
+
+def _digest(*parts: object) -> str:
+    return hashlib.blake2b("|".join(map(repr, parts)).encode(), digest_size=16).hexdigest()
+
+
+def alert_id(reflex: str, group: str, window_start: float, action: int) -> str:
+    """Deterministic alert id: the same reflex, group and window start give the same id in every run."""
+    return _digest(reflex, group, float(window_start), action)
+
+
+@dataclass(eq=False)
+class _Plan:
+    reflex: Reflex
+    evaluator: Evaluator
+    prefix: str  # state key prefix "<id>|"
+    absent: Absent | None
+    clear: ClearAction | None
+    escalations: tuple[tuple[int, EscalateAction], ...]
+
+
+class Engine:
+    """Runs one rule set (optionally one tier of it) over events, keeping its state in `store`."""
+
+    def __init__(
+        self, rules: RuleSet, store: Store | None = None, tier: Literal["edge", "brain", "all"] = "all"
+    ) -> None:
+        self.tier: Literal["edge", "brain", "all"] = tier
+        self.store: Store = store if store is not None else MemoryStore()
+        self.watermark = -math.inf
+        self.max_ts = -math.inf
+        self.late = 0
+        meta = self.store.get(META_KEY)
+        if meta:
+            self.watermark = meta["wm"] if meta.get("wm") is not None else -math.inf
+            self.max_ts = meta["max"] if meta.get("max") is not None else -math.inf
+            self.late = int(meta.get("late", 0))
+        self._prefixes: dict[str, list[str]] = {}
+        self._install(rules.tier(tier))
+
+    # ------------------------------------------------------------ plan and index
+    def _install(self, rules: RuleSet) -> None:
+        self.rules = rules
+        self.lateness = rules.lateness
+        self._plans: dict[str, _Plan] = {}
+        by_kind: dict[str, list[tuple[_Plan, list[tuple[int, Condition]]]]] = {}
+        wild: list[tuple[_Plan, list[tuple[int, Condition]]]] = []
+        kinds = {c.kind for r in rules.reflexes for c in r.conditions if c.kind is not None}
+        for r in rules.reflexes:
+            plan = _Plan(
+                reflex=r,
+                evaluator=evaluator_for(r.pattern, r.within),
+                prefix=r.id + "|",
+                absent=r.pattern if isinstance(r.pattern, Absent) else None,
+                clear=next((a for a in r.actions if isinstance(a, ClearAction)), None),
+                escalations=tuple((i, a) for i, a in enumerate(r.actions) if isinstance(a, EscalateAction)),
+            )
+            self._plans[r.id] = plan
+            conds = list(enumerate(r.conditions))
+            for kind in kinds:
+                mine = [(i, c) for i, c in conds if c.kind in (kind, None)]
+                if mine:
+                    by_kind.setdefault(kind, []).append((plan, mine))
+            untyped = [(i, c) for i, c in conds if c.kind is None]
+            if untyped:
+                wild.append((plan, untyped))
+        self._by_kind = by_kind
+        self._wild = wild
+        self._rebuild_timers()
+
+    def reload(self, rules: RuleSet) -> list[str]:
+        """Switch to `rules`, keeping the state of reflexes whose definition did not change.
+
+        Returns the ids of reflexes whose state was dropped (changed or removed).
+        """
+        rules = rules.tier(self.tier)
+        new = {r.id: r.fingerprint for r in rules.reflexes}
+        old = {rid: p.reflex.fingerprint for rid, p in self._plans.items()}
+        dropped = sorted(rid for rid, fp in old.items() if new.get(rid) != fp)
+        if dropped:
+            gone = set(dropped)
+            for key in [k for k, _ in self.store.items()]:
+                if key != META_KEY and key.split("|", 1)[0] in gone:
+                    self.store.delete(key)
+        self._install(rules)
+        return dropped
+
+    # ------------------------------------------------------------ clock
+    def is_late(self, ts: float) -> bool:
+        """True when an event at `ts` (seconds) is older than the watermark and would not be applied."""
+        return ts < self.watermark
+
+    def advance(self, watermark: float) -> list[Output]:
+        """Move the watermark forward to `watermark` (epoch seconds) and fire the timers it passes."""
+        if watermark <= self.watermark:
+            return []
+        self.watermark = watermark
+        return self._run_due(watermark)
+
+    def checkpoint(self) -> None:
+        """Write the engine's clock into the store (hosts call this before committing offsets)."""
+        self.store.put(
+            META_KEY,
+            {
+                "wm": None if math.isinf(self.watermark) else self.watermark,
+                "max": None if math.isinf(self.max_ts) else self.max_ts,
+                "late": self.late,
+            },
+        )
+
+    def snapshot(self) -> bytes:
+        """All state (clock and every group) as JSON bytes."""
+        self.checkpoint()
+        return orjson.dumps(dict(self.store.items()), option=orjson.OPT_SORT_KEYS)
+
+    @classmethod
+    def restore(
+        cls, rules: RuleSet, snapshot: bytes, tier: Literal["edge", "brain", "all"] = "all"
+    ) -> Engine:
+        """A fresh engine on a MemoryStore filled from `snapshot()` output."""
+        return cls(rules, MemoryStore(orjson.loads(snapshot)), tier)
+
+    # ------------------------------------------------------------ events
+    def process(self, ev: Any) -> list[Output]:
+        """Apply one event; returns the alerts and commands it caused (late events are counted, not applied)."""
+        t = ev.ts
+        if t < self.watermark:
+            self.late += 1
+            return []
+        out: list[Output] = []
+        if t > self.max_ts:
+            self.max_ts = t
+            wm = t - self.lateness
+            if wm > self.watermark:
+                self.watermark = wm
+                if self._heap and self._heap[0][0] <= wm:
+                    out = self._run_due(wm)
+        store = self.store
+        for plan, conds in self._by_kind.get(ev.kind, self._wild):
+            which: list[int] | None = None
+            missed = False
+            for i, c in conds:
+                if c.selects(ev):
+                    if c.holds(ev):
+                        if which is None:
+                            which = [i]
+                        else:
+                            which.append(i)
+                    else:
+                        missed = True
+            if which is None and not (missed and plan.evaluator.wants_misses):
+                continue
+            level = plan.reflex.per_level
+            if level is None:
+                group, site = ev.sensor, ev.site
+            else:
+                prefixes = self._site_prefixes(ev.site)
+                if len(prefixes) <= level:
+                    continue
+                group = site = prefixes[level]
+            key = plan.prefix + group
+            state = store.get(key)
+            if which is None:
+                if state is not None:
+                    plan.evaluator.miss(state, ev)
+                    store.put(key, state)
+                continue
+            if state is None:
+                state = {"s": site}
+            if plan.absent is not None:
+                out.extend(self._absent_match(plan, key, state, group, ev))
+            else:
+                hit = plan.evaluator.match(state, ev, which, self.watermark)
+                if hit is not None:
+                    out.extend(self._hit(plan, key, state, group, t, hit, (ev.sensor, ev.kind, ev.value)))
+            store.put(key, state)
+        return out
+
+    def _site_prefixes(self, site: str) -> list[str]:
+        prefixes = self._prefixes.get(site)
+        if prefixes is None:
+            if len(self._prefixes) >= _SITE_CACHE_MAX:
+                self._prefixes.clear()
+            parts = site.split("/")
+            prefixes = ["/".join(parts[: i + 1]) for i in range(len(parts))]
+            self._prefixes[site] = prefixes
+        return prefixes
+
+    # ------------------------------------------------------------ firing
+    def _hit(
+        self,
+        plan: _Plan,
+        key: str,
+        state: State,
+        group: str,
+        t: float,
+        hit: Hit,
+        ctx: tuple[str, str, object],
+        *,
+        reminder: bool = False,
+    ) -> list[Output]:
+        r = plan.reflex
+        if plan.clear is not None and plan.absent is None:
+            state["hit"] = t
+            if state.get("open"):
+                state["clr"] = t + plan.clear.after
+                self._schedule(t + plan.clear.after, key)
+        last = state.get("la")
+        if not reminder:
+            if last is not None and t < last + r.cooldown:
+                return []
+            state["la"] = t
+        start, evidence = hit
+        site = state["s"]
+        sensor, kind, value = ctx
+        fields = {
+            "site": site,
+            "group": group,
+            "sensor": sensor,
+            "kind": kind,
+            "value": value,
+            "reflex": r.id,
+        }
+        out: list[Output] = []
+        first_alert: str | None = None
+        for idx, action in enumerate(r.actions):
+            if isinstance(action, AlertAction):
+                aid = alert_id(r.id, group, start, idx)
+                message = action.message.render(fields)
+                out.append(
+                    Alert(
+                        id=aid,
+                        reflex=r.id,
+                        tier=r.tier,
+                        status="raised",
+                        severity=action.severity,
+                        departments=action.departments,
+                        site=site,
+                        group=group,
+                        message=message,
+                        ts=t,
+                        evidence=tuple(evidence),
+                        first_event_ts=start,
+                    )
+                )
+                if first_alert is None:
+                    first_alert = aid
+                    if reminder:
+                        continue  # a reminder neither opens a new alert to clear nor escalates again
+                    if plan.clear is not None:
+                        state.setdefault("open", []).append([aid, idx, message, start])
+                    for eidx, esc in plan.escalations:
+                        state.setdefault("esc", []).append([t + esc.after, aid, eidx, idx, message, start])
+                        self._alert_keys[aid] = key
+                        self._schedule(t + esc.after, key)
+            elif isinstance(action, ActuateAction):
+                cause = first_alert or _digest(r.id, group, float(start), "fire")
+                out.append(
+                    Command(
+                        id=_digest(cause, idx),
+                        alert_id=cause,
+                        site=site,
+                        target=action.target,
+                        target_by=action.target_by,
+                        command=action.command,
+                        args=dict(action.args),
+                        ts=t,
+                    )
+                )
+        return out
+
+    def _absent_match(self, plan: _Plan, key: str, state: State, group: str, ev: Any) -> list[Output]:
+        assert plan.absent is not None
+        out: list[Output] = []
+        ab = state.get("ab")
+        t = ev.ts
+        if ab is not None:
+            if t <= ab[0]:
+                return out
+            if not ab[1] and ab[0] + plan.absent.duration <= t:
+                out.extend(self._silence(plan, key, state, group))  # this event proves the gap was that long
+            if plan.clear is not None and state.get("open"):
+                state["clr"] = t + plan.clear.after
+                self._schedule(t + plan.clear.after, key)
+        state["ab"] = [t, False, None, ev.sensor, ev.kind, ev.value]
+        self._schedule(t + plan.absent.duration, key)
+        return out
+
+    def _silence(self, plan: _Plan, key: str, state: State, group: str) -> list[Output]:
+        assert plan.absent is not None
+        ab = state["ab"]
+        due = ab[0] + plan.absent.duration
+        ab[1] = True
+        state.pop("clr", None)
+        if plan.reflex.repeat is not None:
+            ab[2] = due + plan.reflex.repeat
+            self._schedule(ab[2], key)
+        return self._hit(plan, key, state, group, due, (ab[0], []), (ab[3], ab[4], ab[5]))
+
+    # ------------------------------------------------------------ timers
+    def _rebuild_timers(self) -> None:
+        self._heap: list[tuple[float, str]] = []
+        self._scheduled: dict[str, float] = {}
+        self._alert_keys: dict[str, str] = {}
+        for key, state in self.store.items():
+            if key == META_KEY:
+                continue
+            plan = self._plans.get(key.split("|", 1)[0])
+            if plan is None:
+                continue
+            due = self._next_due(plan, state)
+            if due is not None:
+                self._schedule(due, key)
+            for esc in state.get("esc", ()):
+                self._alert_keys[esc[1]] = key
+
+    def _schedule(self, due: float, key: str) -> None:
+        current = self._scheduled.get(key)
+        if current is None or due < current:
+            self._scheduled[key] = due
+            heapq.heappush(self._heap, (due, key))
+
+    @staticmethod
+    def _next_due(plan: _Plan, state: State) -> float | None:
+        dues: list[float] = [e[0] for e in state.get("esc", ())]
+        if state.get("clr") is not None:
+            dues.append(state["clr"])
+        ab = state.get("ab")
+        if ab is not None and plan.absent is not None:
+            if not ab[1]:
+                dues.append(ab[0] + plan.absent.duration)
+            elif ab[2] is not None:
+                dues.append(ab[2])
+        return min(dues) if dues else None
+
+    def _run_due(self, wm: float) -> list[Output]:
+        out: list[Output] = []
+        heap = self._heap
+        while heap and heap[0][0] <= wm:
+            due, key = heapq.heappop(heap)
+            if self._scheduled.get(key) != due:
+                continue  # superseded by an earlier schedule that already ran
+            del self._scheduled[key]
+            plan = self._plans.get(key.split("|", 1)[0])
+            state = self.store.get(key)
+            if plan is None or state is None:
+                continue
+            out.extend(self._timers_of(plan, key, state, due))
+            self.store.put(key, state)
+            nxt = self._next_due(plan, state)
+            if nxt is not None:
+                self._schedule(nxt, key)
+        return out
+
+    def _timers_of(self, plan: _Plan, key: str, state: State, wm: float) -> list[Output]:
+        """Fire the timers of one group due at or before `wm`; `_run_due` passes the popped due time so
+        that timers of all groups fire in global due order."""
+        out: list[Output] = []
+        group = key.split("|", 1)[1]
+        while True:
+            due = self._next_due(plan, state)
+            if due is None or due > wm:
+                return out
+            ab = state.get("ab")
+            if (
+                ab is not None
+                and plan.absent is not None
+                and not ab[1]
+                and ab[0] + plan.absent.duration == due
+            ):
+                out.extend(self._silence(plan, key, state, group))
+            elif ab is not None and ab[1] and ab[2] == due and plan.reflex.repeat is not None:
+                ab[2] = due + plan.reflex.repeat
+                out.extend(
+                    self._hit(plan, key, state, group, due, (due, []), (ab[3], ab[4], ab[5]), reminder=True)
+                )
+            elif state.get("clr") == due:
+                out.extend(self._cleared(plan, state, group, due))
+            else:
+                out.extend(self._escalate(plan, state, group, due))
+
+    def _cleared(self, plan: _Plan, state: State, group: str, due: float) -> list[Output]:
+        state.pop("clr", None)
+        out: list[Output] = []
+        for aid, idx, message, start in state.pop("open", []):
+            action = plan.reflex.actions[idx]
+            assert isinstance(action, AlertAction)
+            out.append(
+                Alert(
+                    id=aid,
+                    reflex=plan.reflex.id,
+                    tier=plan.reflex.tier,
+                    status="cleared",
+                    severity=action.severity,
+                    departments=action.departments,
+                    site=state["s"],
+                    group=group,
+                    message=f"Cleared: {message}",
+                    ts=due,
+                    evidence=(),
+                    first_event_ts=start,
+                )
+            )
+        return out
+
+    def _escalate(self, plan: _Plan, state: State, group: str, due: float) -> list[Output]:
+        esc_list = state.get("esc", [])
+        entry = min(esc_list, key=lambda e: e[0])
+        esc_list.remove(entry)
+        if not esc_list:
+            state.pop("esc", None)
+        _, aid, eidx, aidx, message, start = entry
+        self._alert_keys.pop(aid, None)
+        esc = plan.reflex.actions[eidx]
+        alert = plan.reflex.actions[aidx]
+        assert isinstance(esc, EscalateAction)
+        assert isinstance(alert, AlertAction)
+        departments = tuple(dict.fromkeys((*alert.departments, *esc.departments)))
+        return [
+            Alert(
+                id=aid,
+                reflex=plan.reflex.id,
+                tier=plan.reflex.tier,
+                status="escalated",
+                severity=alert.severity,
+                departments=departments,
+                site=state["s"],
+                group=group,
+                message=f"Escalated: {message}",
+                ts=due,
+                evidence=(),
+                first_event_ts=start,
+            )
+        ]
+
+    # ------------------------------------------------------------ acknowledgements
+    def acknowledge(self, alert_id: str) -> bool:
+        """Cancel pending escalations of `alert_id`; True when one was pending."""
+        key = self._alert_keys.pop(alert_id, None)
+        if key is None:
+            return False
+        state = self.store.get(key)
+        if state is None:
+            return False
+        esc = [e for e in state.get("esc", ()) if e[1] != alert_id]
+        cancelled = len(esc) != len(state.get("esc", ()))
+        if esc:
+            state["esc"] = esc
+        else:
+            state.pop("esc", None)
+        self.store.put(key, state)
+        return cancelled
+
+    # ------------------------------------------------------------ introspection
+    def stats(self) -> dict[str, Any]:
+        """Counters for reports and metrics."""
+        return {
+            "reflexes": len(self._plans),
+            "groups": max(0, len(self.store) - (1 if self.store.get(META_KEY) else 0)),
+            "late_events": self.late,
+            "watermark": None if math.isinf(self.watermark) else self.watermark,
+            "timers": len(self._scheduled),
+        }
+
+    def reflex_ids(self) -> Iterable[str]:
+        return self._plans.keys()

@@ -1,0 +1,284 @@
+"""Window logic of each pattern, on one group's state. Pure functions of (state, event, watermark).
+
+Each evaluator reads and updates `state["w"]` (JSON-able lists and dicts only) and returns a `Hit` —
+(window start, evidence ids) — when the pattern is satisfied by the event being applied. Entries older
+than `watermark − within` are evicted: no event that can still be applied could fall in their window.
+"""
+
+from __future__ import annotations
+
+from bisect import bisect_left, bisect_right, insort
+from collections.abc import Callable
+from typing import Any
+
+from reflexes.model import Absent, Aggregate, AllOf, Change, Count, Distinct, Held, Pattern, Sequence, Single
+
+Hit = tuple[float, list[str]]
+MAX_WINDOW_ENTRIES = 4096  # per window; bounds memory per group whatever the event rate
+MAX_EVIDENCE = 32
+
+
+def _insert(entries: list[list[Any]], entry: list[Any]) -> None:
+    if not entries or entries[-1][0] <= entry[0]:
+        entries.append(entry)  # the common case: events arrive in time order
+    else:
+        insort(entries, entry, key=lambda e: e[0])
+    if len(entries) > MAX_WINDOW_ENTRIES:
+        del entries[0]
+
+
+def _evict(entries: list[list[Any]], horizon: float) -> None:
+    if entries and entries[0][0] < horizon:
+        del entries[: bisect_left(entries, horizon, key=lambda e: e[0])]
+
+
+def _span(entries: list[list[Any]], lo: float, hi: float) -> list[list[Any]]:
+    """Entries with lo ≤ ts ≤ hi."""
+    i = bisect_left(entries, lo, key=lambda e: e[0])
+    j = bisect_right(entries, hi, key=lambda e: e[0])
+    return entries[i:j]
+
+
+class Evaluator:
+    """Base: `wants_misses` asks the engine to call `miss` for events that are selected but fail the
+    predicate (they break a `for` run)."""
+
+    wants_misses = False
+
+    def __init__(self, pattern: Pattern, within: float | None) -> None:
+        self.within = within or 0.0
+
+    def match(self, state: dict[str, Any], ev: Any, which: list[int], wm: float) -> Hit | None:
+        raise NotImplementedError
+
+    def miss(self, state: dict[str, Any], ev: Any) -> None:
+        return None
+
+
+class SingleEval(Evaluator):
+    def match(self, state: dict[str, Any], ev: Any, which: list[int], wm: float) -> Hit | None:
+        return ev.ts, [ev.id]
+
+
+class HeldEval(Evaluator):
+    """`for: D`: w = {sensor: [run start, fired]}."""
+
+    wants_misses = True
+
+    def __init__(self, pattern: Held, within: float | None) -> None:
+        super().__init__(pattern, within)
+        self.duration = pattern.duration
+
+    def match(self, state: dict[str, Any], ev: Any, which: list[int], wm: float) -> Hit | None:
+        runs: dict[str, list[Any]] = state.setdefault("w", {})
+        t = ev.ts
+        run = runs.get(ev.sensor)
+        if run is None:
+            run = runs[ev.sensor] = [t, False]
+        elif t < run[0]:
+            run[0] = t
+        if not run[1] and t >= run[0] + self.duration:
+            run[1] = True
+            return run[0], [ev.id]
+        return None
+
+    def miss(self, state: dict[str, Any], ev: Any) -> None:
+        runs = state.get("w")
+        if runs:
+            run = runs.get(ev.sensor)
+            if run is not None and ev.ts >= run[0]:
+                del runs[ev.sensor]
+
+
+class AllEval(Evaluator):
+    """`all`: w = one time-ordered list of [ts, id] per condition."""
+
+    def __init__(self, pattern: AllOf | Sequence, within: float | None) -> None:
+        super().__init__(pattern, within)
+        self.n = len(pattern.conds)
+
+    def _lists(self, state: dict[str, Any], ev: Any, which: list[int], wm: float) -> list[list[list[Any]]]:
+        lists: list[list[list[Any]]] = state.setdefault("w", [[] for _ in range(self.n)])
+        horizon = wm - self.within
+        for i in which:
+            _insert(lists[i], [ev.ts, ev.id])
+        for entries in lists:
+            _evict(entries, horizon)
+        return lists
+
+    def match(self, state: dict[str, Any], ev: Any, which: list[int], wm: float) -> Hit | None:
+        lists = self._lists(state, ev, which, wm)
+        t, d = ev.ts, self.within
+        starts = sorted({e[0] for entries in lists for e in _span(entries, t - d, t)} | {t})
+        for s in starts:
+            chosen: list[list[Any]] = []
+            for i, entries in enumerate(lists):
+                if i in which:
+                    chosen.append([t, ev.id])
+                    continue
+                inside = _span(entries, s, s + d)
+                if not inside:
+                    break
+                chosen.append(inside[-1])
+            else:
+                return min(c[0] for c in chosen), [c[1] for c in chosen]
+        return None
+
+
+class SequenceEval(AllEval):
+    """`sequence`: judged when its last step arrives; earlier steps are taken latest-first."""
+
+    def match(self, state: dict[str, Any], ev: Any, which: list[int], wm: float) -> Hit | None:
+        lists = self._lists(state, ev, which, wm)
+        if self.n - 1 not in which:
+            return None
+        t = ev.ts
+        prev, chain, used = t, [ev.id], {ev.id}
+        for i in range(self.n - 2, -1, -1):
+            step = None
+            for e in reversed(_span(lists[i], t - self.within, prev)):
+                if e[1] not in used:
+                    step = e
+                    break
+            if step is None:
+                return None
+            prev = step[0]
+            chain.append(step[1])
+            used.add(step[1])
+        chain.reverse()
+        return prev, chain
+
+
+class CountEval(Evaluator):
+    """`count`: w = [[ts, id], …] of matches."""
+
+    def __init__(self, pattern: Count, within: float | None) -> None:
+        super().__init__(pattern, within)
+        self.test = pattern.test
+
+    def match(self, state: dict[str, Any], ev: Any, which: list[int], wm: float) -> Hit | None:
+        entries: list[list[Any]] = state.setdefault("w", [])
+        _insert(entries, [ev.ts, ev.id])
+        _evict(entries, wm - self.within)
+        inside = _span(entries, ev.ts - self.within, ev.ts)
+        if self.test(float(len(inside))):
+            return inside[0][0], [e[1] for e in inside[-MAX_EVIDENCE:]]
+        return None
+
+
+def _numeric(v: object) -> bool:
+    return type(v) is float or type(v) is int
+
+
+_AGGREGATES: dict[str, Callable[[list[float]], float]] = {
+    "avg": lambda xs: sum(xs) / len(xs),
+    "min": min,
+    "max": max,
+    "sum": sum,
+}
+
+
+class AggregateEval(Evaluator):
+    """`avg`/`min`/`max`/`sum`: w = [[ts, value, id], …] of numeric matches."""
+
+    def __init__(self, pattern: Aggregate, within: float | None) -> None:
+        super().__init__(pattern, within)
+        self.test = pattern.test
+        self.fn: Callable[[list[float]], float] = _AGGREGATES[pattern.fn]
+
+    def match(self, state: dict[str, Any], ev: Any, which: list[int], wm: float) -> Hit | None:
+        if not _numeric(ev.value):
+            return None
+        entries: list[list[Any]] = state.setdefault("w", [])
+        _insert(entries, [ev.ts, ev.value, ev.id])
+        _evict(entries, wm - self.within)
+        inside = _span(entries, ev.ts - self.within, ev.ts)
+        if self.test(float(self.fn([e[1] for e in inside]))):
+            return inside[0][0], [e[2] for e in inside[-MAX_EVIDENCE:]]
+        return None
+
+
+class ChangeEval(Evaluator):
+    """`rise`/`fall`: w = {sensor: [[ts, value, id], …]}; rise = latest − lowest, fall = highest − latest."""
+
+    def __init__(self, pattern: Change, within: float | None) -> None:
+        super().__init__(pattern, within)
+        self.test = pattern.test
+        self.rise = pattern.direction == "rise"
+
+    def match(self, state: dict[str, Any], ev: Any, which: list[int], wm: float) -> Hit | None:
+        v = ev.value
+        if not _numeric(v):
+            return None
+        per_sensor: dict[str, list[list[Any]]] = state.setdefault("w", {})
+        entries = per_sensor.setdefault(ev.sensor, [])
+        _insert(entries, [ev.ts, v, ev.id])
+        _evict(entries, wm - self.within)
+        for sensor in [s for s, e in per_sensor.items() if not e]:
+            del per_sensor[sensor]
+        inside = _span(entries, ev.ts - self.within, ev.ts)
+        if self.rise:
+            ref = min(inside, key=lambda e: e[1])
+            change = v - ref[1]
+        else:
+            ref = max(inside, key=lambda e: e[1])
+            change = ref[1] - v
+        if ref[2] != ev.id and self.test(float(change)):
+            return ref[0], [ref[2], ev.id]
+        return None
+
+
+class DistinctEval(Evaluator):
+    """`distinct`: w = {site at LEVEL: [latest ts, id]}."""
+
+    def __init__(self, pattern: Distinct, within: float | None) -> None:
+        super().__init__(pattern, within)
+        self.test = pattern.test
+        self.level = pattern.level
+
+    def match(self, state: dict[str, Any], ev: Any, which: list[int], wm: float) -> Hit | None:
+        parts = ev.site.split("/")
+        if len(parts) <= self.level:
+            return None
+        place = "/".join(parts[: self.level + 1])
+        sites: dict[str, list[Any]] = state.setdefault("w", {})
+        seen = sites.get(place)
+        if seen is None or seen[0] <= ev.ts:
+            sites[place] = [ev.ts, ev.id]
+        horizon = wm - self.within
+        for old in [p for p, e in sites.items() if e[0] < horizon]:
+            del sites[old]
+        lo = ev.ts - self.within
+        inside = sorted((e for e in sites.values() if lo <= e[0] <= ev.ts), key=lambda e: (e[0], e[1]))
+        if self.test(float(len(inside))):
+            return inside[0][0], [e[1] for e in inside[-MAX_EVIDENCE:]]
+        return None
+
+
+class AbsentEval(Evaluator):
+    """`absent`: matches only re-arm; the engine's timers decide silence (see Engine._absent_due)."""
+
+    def __init__(self, pattern: Absent, within: float | None) -> None:
+        super().__init__(pattern, within)
+        self.duration = pattern.duration
+
+    def match(self, state: dict[str, Any], ev: Any, which: list[int], wm: float) -> Hit | None:
+        return None
+
+
+EVALUATORS: dict[type, type[Evaluator]] = {
+    Single: SingleEval,
+    Held: HeldEval,
+    AllOf: AllEval,
+    Sequence: SequenceEval,
+    Count: CountEval,
+    Aggregate: AggregateEval,
+    Change: ChangeEval,
+    Distinct: DistinctEval,
+    Absent: AbsentEval,
+}
+
+
+def evaluator_for(pattern: Pattern, within: float | None) -> Evaluator:
+    """The evaluator that runs `pattern`."""
+    return EVALUATORS[type(pattern)](pattern, within)
