@@ -109,6 +109,12 @@ class AllEval(Evaluator):
     def match(self, state: dict[str, Any], ev: Any, which: list[int], wm: float) -> Hit | None:
         lists = self._lists(state, ev, which, wm)
         t, d = ev.ts, self.within
+        if all(not entries or entries[-1][0] <= t for entries in lists):
+            # In-order fast path: the event is the newest, so the best partner of each condition is its latest.
+            chosen = [[t, ev.id] if i in which else entries[-1] if entries else None for i, entries in enumerate(lists)]
+            if any(c is None or c[0] < t - d for c in chosen):
+                return None
+            return min(c[0] for c in chosen if c is not None), [c[1] for c in chosen if c is not None]
         starts = sorted({e[0] for entries in lists for e in _span(entries, t - d, t)} | {t})
         for s in starts:
             chosen: list[list[Any]] = []
@@ -214,8 +220,6 @@ class ChangeEval(Evaluator):
         entries = per_sensor.setdefault(ev.sensor, [])
         _insert(entries, [ev.ts, v, ev.id])
         _evict(entries, wm - self.within)
-        for sensor in [s for s, e in per_sensor.items() if not e]:
-            del per_sensor[sensor]
         inside = _span(entries, ev.ts - self.within, ev.ts)
         if self.rise:
             ref = min(inside, key=lambda e: e[1])
