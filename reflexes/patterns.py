@@ -111,10 +111,15 @@ class AllEval(Evaluator):
         t, d = ev.ts, self.within
         if all(not entries or entries[-1][0] <= t for entries in lists):
             # In-order fast path: the event is the newest, so the best partner of each condition is its latest.
-            chosen = [[t, ev.id] if i in which else entries[-1] if entries else None for i, entries in enumerate(lists)]
-            if any(c is None or c[0] < t - d for c in chosen):
-                return None
-            return min(c[0] for c in chosen if c is not None), [c[1] for c in chosen if c is not None]
+            latest: list[list[Any]] = []
+            for i, entries in enumerate(lists):
+                if i in which:
+                    latest.append([t, ev.id])
+                elif not entries or entries[-1][0] < t - d:
+                    return None
+                else:
+                    latest.append(entries[-1])
+            return min(c[0] for c in latest), [c[1] for c in latest]
         starts = sorted({e[0] for entries in lists for e in _span(entries, t - d, t)} | {t})
         for s in starts:
             chosen: list[list[Any]] = []
