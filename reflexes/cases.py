@@ -54,6 +54,9 @@ def case_files(paths: list[str | Path]) -> list[Path]:
     found: dict[Path, None] = {}
     for raw in paths:
         p = Path(raw)
+        if p.is_file() and p.name.endswith((".test.yaml", ".test.yml")):
+            found[p] = None
+            continue
         folder = p if p.is_dir() else p.parent
         pattern = "**/*.test.y*ml" if p.is_dir() else "*.test.y*ml"
         for f in sorted(folder.glob(pattern)):

@@ -204,7 +204,9 @@ class Engine:
                 out.extend(self._absent_match(plan, key, state, group, ev))
             else:
                 hit = plan.evaluator.match(state, ev, which, self.watermark)
-                if hit is not None:
+                if hit is not None and not hit[1]:
+                    self._sustain(plan, key, state, t)
+                elif hit is not None:
                     out.extend(self._hit(plan, key, state, group, t, hit, (ev.sensor, ev.kind, ev.value)))
             store.put(key, state)
         return out
@@ -233,13 +235,9 @@ class Engine:
         reminder: bool = False,
     ) -> list[Output]:
         r = plan.reflex
-        if plan.clear is not None and plan.absent is None:
-            state["hit"] = t
-            if state.get("open"):
-                state["clr"] = t + plan.clear.after
-                self._schedule(t + plan.clear.after, key)
         last = state.get("la")
         if not reminder:
+            self._sustain(plan, key, state, t)
             if last is not None and t < last + r.cooldown:
                 return []
             state["la"] = t
@@ -286,6 +284,8 @@ class Engine:
                         state.setdefault("esc", []).append([t + esc.after, aid, eidx, idx, message, start])
                         self._alert_keys[aid] = key
                         self._schedule(t + esc.after, key)
+                    if plan.clear is not None and plan.absent is None:
+                        self._sustain(plan, key, state, t)  # now that the alert is open, arm its clear
             elif isinstance(action, ActuateAction):
                 cause = first_alert or _digest(r.id, group, float(start), "fire")
                 out.append(
@@ -302,6 +302,14 @@ class Engine:
                 )
         return out
 
+    def _sustain(self, plan: _Plan, key: str, state: State, t: float) -> None:
+        """The pattern holds at `t`: push back the `clear` of an open alert (not for `absent`, whose
+        clear counts from the group's return)."""
+        if plan.clear is not None and plan.absent is None and state.get("open"):
+            due = max(t, state.get("clr", t) - plan.clear.after) + plan.clear.after
+            state["clr"] = due
+            self._schedule(due, key)
+
     def _absent_match(self, plan: _Plan, key: str, state: State, group: str, ev: Any) -> list[Output]:
         assert plan.absent is not None
         out: list[Output] = []
@@ -312,8 +320,8 @@ class Engine:
                 return out
             if not ab[1] and ab[0] + plan.absent.duration <= t:
                 out.extend(self._silence(plan, key, state, group))  # this event proves the gap was that long
-            if plan.clear is not None and state.get("open"):
-                state["clr"] = t + plan.clear.after
+            if plan.clear is not None and state.get("open") and state.get("clr") is None:
+                state["clr"] = t + plan.clear.after  # the clock starts at the first match after the silence
                 self._schedule(t + plan.clear.after, key)
         state["ab"] = [t, False, None, ev.sensor, ev.kind, ev.value]
         self._schedule(t + plan.absent.duration, key)

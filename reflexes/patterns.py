@@ -14,6 +14,9 @@ from typing import Any
 from reflexes.model import Absent, Aggregate, AllOf, Change, Count, Distinct, Held, Pattern, Sequence, Single
 
 Hit = tuple[float, list[str]]
+# A hit with no evidence means "the pattern still holds" without a new firing (a `for` run that already
+# fired): it keeps a `clear` from closing the alert while the condition lasts.
+
 MAX_WINDOW_ENTRIES = 4096  # per window; bounds memory per group whatever the event rate
 MAX_EVIDENCE = 32
 
@@ -77,7 +80,9 @@ class HeldEval(Evaluator):
             run = runs[ev.sensor] = [t, False]
         elif t < run[0]:
             run[0] = t
-        if not run[1] and t >= run[0] + self.duration:
+        if t >= run[0] + self.duration:
+            if run[1]:
+                return run[0], []  # still holding: sustains, does not fire again
             run[1] = True
             return run[0], [ev.id]
         return None

@@ -359,7 +359,7 @@ def test_absent_needs_a_previous_match_and_rearms() -> None:
     assert len(alerts(e.advance(10_060))) == 1
     assert alerts(run(e, hb(10_070)) + e.advance(10_099)) == []  # type: ignore[arg-type]
     out = alerts(run(e, hb(10_100)) + e.advance(10_159))  # type: ignore[arg-type]
-    assert [(x.status, x.ts) for x in out] == [("cleared", 10_130)]  # back for 30 s
+    assert [(x.status, x.ts) for x in out] == [("cleared", 10_100)]  # back for 30 s since 10_070
     out = alerts(e.advance(10_160))
     assert [(x.status, x.ts) for x in out] == [("raised", 10_160)]  # silent again after 10_100
 
@@ -428,3 +428,46 @@ def test_events_of_other_kinds_do_not_touch_a_reflex() -> None:
     run(e, *[ev("humidity", 50, t) for t in range(100)])
     assert e.stats()["groups"] == 0
     assert set(e._by_kind) == {"smoke", "temperature", "gas"}
+
+
+def test_clear_is_armed_by_the_first_alert() -> None:
+    e = engine(
+        "- id: gas\n  tier: edge\n  when: {kind: gas, value: '>= 10'}\n  per: room\n  cooldown: 5m\n"
+        "  then: [{alert: {to: [fire]}}, {clear: {after: 2m}}]\n"
+    )
+    (a,) = alerts(run(e, ev("gas", 12, 1000)))
+    (c,) = alerts(e.advance(2000))
+    assert (c.id, c.status, c.ts) == (a.id, "cleared", 1120)
+
+
+HELD_CLEAR = """
+- id: lift-stuck
+  tier: brain
+  when: {kind: elevator, value: "== 'stuck'", for: 2m}
+  then:
+    - alert: {to: [building]}
+    - clear: {after: 1m}
+"""
+
+
+def test_a_for_condition_that_still_holds_is_not_cleared() -> None:
+    e = engine(HELD_CLEAR)
+    out = run(e, *[ev("elevator", "stuck", t) for t in range(0, 400, 30)])
+    assert [a.status for a in alerts(out)] == ["raised"]  # at 120; still stuck every 30 s until 390
+    assert alerts(e.advance(449)) == []
+    out = run(e, ev("elevator", "ok", 420)) + e.advance(451)
+    assert [(a.status, a.ts) for a in alerts(out)] == [("cleared", 450)]  # 1 m after the last stuck report
+
+
+def test_absent_clear_counts_from_the_first_match_after_the_silence() -> None:
+    e = engine(ABSENT)
+    run(e, hb(1000))  # type: ignore[arg-type]
+    assert [a.status for a in alerts(e.advance(1100))] == ["raised"]
+    out = run(e, *[hb(t) for t in range(2000, 2100, 10)])  # type: ignore[arg-type]
+    # reminders every 5 m while silent, then cleared 30 s after the first heartbeat back (not pushed on)
+    assert [(a.status, a.ts) for a in alerts(out)] == [
+        ("raised", 1360),
+        ("raised", 1660),
+        ("raised", 1960),
+        ("cleared", 2030),
+    ]

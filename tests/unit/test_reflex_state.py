@@ -75,7 +75,9 @@ def _apply(engine: Engine, steps: list[tuple[Any, ...]], clock: list[float], see
 
 @settings(max_examples=120, deadline=None)
 @given(st.lists(step, max_size=80), st.lists(st.integers(0, 80), max_size=4))
-def test_snapshot_restore_at_any_cut_gives_identical_alerts(steps: list[tuple[Any, ...]], cuts: list[int]) -> None:
+def test_snapshot_restore_at_any_cut_gives_identical_alerts(
+    steps: list[tuple[Any, ...]], cuts: list[int]
+) -> None:
     rules = load_rules_text(RULES)
     clock, seen = [0.0], list[Output]()
     uncut = _apply(Engine(rules), steps, clock, seen)
