@@ -1,0 +1,278 @@
+"""The edge agent: MQTT in → decode → dedup → edge reflexes → local actuation → spool → Kafka, plus the
+command downlink, heartbeats, the idle watermark and graceful shutdown.
+
+The order inside one ingest batch is what makes the promises hold: actuation and local alerts are
+published first (milliseconds matter), then every accepted record is written to the spool with one
+fsync, and only then are the MQTT messages acknowledged — so a crash never loses an acknowledged event.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import time
+from collections import OrderedDict
+from pathlib import Path
+
+from edge_agent.config import EdgeConfig
+from edge_agent.downlink import CommandLedger, Downlink
+from edge_agent.ingest import Decoder, Rejected, TopicTemplate
+from edge_agent.mqtt_link import Inbound, MqttLink
+from edge_agent.spool import Priority, Spool, SpoolRecord
+from edge_agent.telemetry import EdgeMetrics
+from edge_agent.uplink import Uplink
+from reflexes import Engine, RuleSet
+from reflexes.engine import Output
+from schemas import Command, SensorEvent
+
+log = logging.getLogger("nerve.edge")
+INGEST_BATCH = 2000
+TICK_S = 0.2
+SNAPSHOT_EVERY_S = 30.0
+
+
+class RecentIds:
+    """The last `size` event ids seen, to drop duplicates (MQTT redelivery, sensor retries)."""
+
+    def __init__(self, size: int) -> None:
+        self.size = size
+        self._ids: OrderedDict[str, None] = OrderedDict()
+
+    def seen(self, event_id: str) -> bool:
+        if event_id in self._ids:
+            return True
+        self._ids[event_id] = None
+        if len(self._ids) > self.size:
+            self._ids.popitem(last=False)
+        return False
+
+
+class EdgeAgent:
+    """One gateway's agent. `run(stop)` serves until `stop` is set, then flushes and returns."""
+
+    def __init__(self, config: EdgeConfig, rules: RuleSet) -> None:
+        self.config = config
+        self.metrics = EdgeMetrics(config.gateway)
+        self.snapshot_path = Path(config.spool.path) / "engine.snapshot.json"
+        self.engine = self._restore_engine(rules)
+        self.decoder = Decoder(config)
+        self.recent = RecentIds(config.dedup_window)
+        self.ledger = CommandLedger()
+        self.spool = Spool(
+            Path(config.spool.path) / "queue", max_bytes=config.spool.max_bytes, sync=config.spool.sync
+        )
+        self.uplink = Uplink(
+            self.spool,
+            bootstrap=config.kafka.bootstrap,
+            client_id=config.kafka.client_id or config.gateway,
+            linger_ms=config.kafka.linger_ms,
+            compression=config.kafka.compression,
+            request_timeout_ms=config.kafka.request_timeout_ms,
+            on_connected=lambda up: self.metrics.kafka_connected.set(1 if up else 0),
+            on_delivered=lambda p, n: self.metrics.events_out.labels(priority=p.name.lower()).inc(n),
+        )
+        self.mqtt: MqttLink | None = None
+        self.metrics_port: int | None = None
+
+    # ------------------------------------------------------------ engine state across restarts
+    def _restore_engine(self, rules: RuleSet) -> Engine:
+        if self.snapshot_path.exists():
+            try:
+                engine = Engine.restore(rules, self.snapshot_path.read_bytes(), tier="edge")
+                log.info("engine state restored", extra={"groups": engine.stats()["groups"]})
+                return engine
+            except (ValueError, KeyError, TypeError) as e:
+                log.warning("engine snapshot unreadable; starting empty", extra={"error": repr(e)})
+        return Engine(rules, tier="edge")
+
+    def _save_engine(self) -> None:
+        tmp = self.snapshot_path.with_suffix(".tmp")
+        tmp.write_bytes(self.engine.snapshot())
+        os.replace(tmp, self.snapshot_path)  # atomic: a crash leaves the old or the new snapshot whole
+
+    # ------------------------------------------------------------ outputs of the engine
+    def _publish_outputs(
+        self, outputs: list[Output], records: list[SpoolRecord], origin: str = "edge"
+    ) -> None:
+        cfg, mqtt = self.config, self.mqtt
+        assert mqtt is not None
+        for out in outputs:
+            if isinstance(out, Command):
+                self._actuate(out, origin)
+                records.append(
+                    SpoolRecord(Priority.URGENT, cfg.topic("commands"), out.site.encode(), out.to_json())
+                )
+            else:
+                stamped = out.model_copy(update={"emitted_at": time.time()})
+                payload = stamped.to_json()
+                for department in stamped.departments:
+                    mqtt.publish(cfg.mqtt.alert_topic.format(department=department), payload)
+                records.append(
+                    SpoolRecord(Priority.URGENT, cfg.topic("alerts"), stamped.group.encode(), payload)
+                )
+                self.metrics.alerts.labels(status=stamped.status).inc()
+
+    def _actuate(self, command: Command, origin: str) -> None:
+        if not self.ledger.first_time(command.id):
+            return
+        assert self.mqtt is not None
+        topic = self.config.mqtt.command_topic.format(site=command.site, target=command.target)
+        self.mqtt.publish(topic, command.to_json())
+        self.metrics.commands.labels(origin=origin).inc()
+
+    def _actuate_from_brain(self, command: Command) -> None:
+        self._actuate(command, "brain")
+
+    # ------------------------------------------------------------ ingest
+    def _apply(self, event: SensorEvent, records: list[SpoolRecord], received: float) -> None:
+        if self.recent.seen(event.id):
+            self.metrics.duplicates.inc()
+            return
+        outputs = self.engine.process(event)
+        self.metrics.reflex_seconds.observe(time.perf_counter() - received)
+        if outputs:
+            self._publish_outputs(outputs, records)
+        records.append(
+            SpoolRecord(
+                Priority.TELEMETRY, self.config.topic("events"), _building_key(event.site), event.to_json()
+            )
+        )
+        self.metrics.events_in.inc()
+
+    def _ingest_batch(self, batch: list[Inbound]) -> list[SpoolRecord]:
+        records: list[SpoolRecord] = []
+        now = time.time()
+        cfg = self.config
+        for msg in batch:
+            received = time.perf_counter()
+            try:
+                events = self.decoder.decode(msg.topic, msg.payload, now)
+            except Rejected as r:
+                letter = self.decoder.dead_letter(msg.topic, msg.payload, r.reason, now)
+                payload = letter.to_json()
+                assert self.mqtt is not None
+                self.mqtt.publish(cfg.mqtt.deadletter_topic, payload)
+                records.append(
+                    SpoolRecord(Priority.URGENT, cfg.topic("deadletter"), msg.topic.encode(), payload)
+                )
+                self.metrics.dead_lettered.inc()
+                continue
+            for event in events:
+                self._apply(event, records, received)
+        self.metrics.late.set(self.engine.late)
+        return records
+
+    async def _ingest(self, stop: asyncio.Event) -> None:
+        mqtt = self.mqtt
+        assert mqtt is not None
+        while not stop.is_set():
+            await mqtt.wait_messages(TICK_S)
+            batch = mqtt.take(INGEST_BATCH)
+            if not batch:
+                continue
+            records = self._ingest_batch(batch)
+            if records:
+                await asyncio.to_thread(self.spool.append, records)  # durable (fsync) before the acks below
+                self.metrics.spooled.inc(len(records))
+                self.uplink.wake()
+            for msg in batch:
+                mqtt.ack(msg)
+
+    # ------------------------------------------------------------ clock, heartbeat, gauges
+    async def _tick(self, stop: asyncio.Event) -> None:
+        """Advance the watermark with the wall clock while input is idle; heartbeats; gauges; snapshots."""
+        cfg = self.config
+        next_beat = 0.0
+        next_snapshot = time.monotonic() + SNAPSHOT_EVERY_S
+        while not stop.is_set():
+            now = time.time()
+            records: list[SpoolRecord] = []
+            if now >= next_beat:
+                beat = SensorEvent(site=cfg.site, sensor=cfg.gateway, kind="heartbeat", value=1, ts=now)
+                self._apply(beat, records, time.perf_counter())
+                next_beat = now + cfg.heartbeat_s
+            outputs = self.engine.advance(now - self.engine.lateness - cfg.lateness_margin_s)
+            if outputs:
+                self._publish_outputs(outputs, records)
+            if records:
+                await asyncio.to_thread(self.spool.append, records)
+                self.uplink.wake()
+            stats = self.spool.stats()
+            self.metrics.spool_bytes.set(stats.bytes)
+            self.metrics.spool_records.labels(priority="urgent").set(stats.urgent)
+            self.metrics.spool_records.labels(priority="telemetry").set(stats.telemetry)
+            self.metrics.spool_dropped.set(stats.dropped_telemetry)
+            if time.monotonic() >= next_snapshot:
+                await asyncio.to_thread(self._save_engine)
+                next_snapshot = time.monotonic() + SNAPSHOT_EVERY_S
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), TICK_S)
+
+    # ------------------------------------------------------------ lifecycle
+    async def run(self, stop: asyncio.Event, ready: asyncio.Event | None = None) -> None:
+        cfg = self.config
+        loop = asyncio.get_running_loop()
+        filters = [TopicTemplate.parse(s.topic).filter for s in cfg.mqtt.subscriptions]
+        self.mqtt = MqttLink(
+            host=cfg.mqtt.host,
+            port=cfg.mqtt.port,
+            client_id=cfg.mqtt.client_id or cfg.gateway,
+            filters=filters,
+            loop=loop,
+            keepalive=cfg.mqtt.keepalive,
+            username=cfg.mqtt.username,
+            password=cfg.mqtt.password.get_secret_value() if cfg.mqtt.password is not None else None,
+        )
+        if cfg.metrics_port:
+            self.metrics_port = self.metrics.serve(cfg.metrics_port)
+        self.mqtt.start()
+        downlink = Downlink(
+            bootstrap=cfg.kafka.bootstrap,
+            topic=cfg.topic("commands"),
+            group=f"nerve-edge-{cfg.gateway}",
+            scope=cfg.site,
+            actuate=self._actuate_from_brain,
+        )
+        tasks = [
+            asyncio.create_task(self._ingest(stop), name="ingest"),
+            asyncio.create_task(self.uplink.run(stop), name="uplink"),
+            asyncio.create_task(downlink.run(stop), name="downlink"),
+            asyncio.create_task(self._tick(stop), name="tick"),
+        ]
+        await self.mqtt.connected.wait()
+        self.metrics.mqtt_connected.set(1)
+        log.info(
+            "edge agent ready",
+            extra={"gateway": cfg.gateway, "site": cfg.site, "reflexes": len(self.engine.rules.reflexes)},
+        )
+        if ready is not None:
+            ready.set()
+        try:
+            await stop.wait()
+        finally:
+            await self._shutdown(tasks)
+
+    async def _shutdown(self, tasks: list[asyncio.Task[None]]) -> None:
+        """Stop taking input, let the uplink flush what Kafka will take, keep the rest spooled."""
+        assert self.mqtt is not None
+        done, pending = await asyncio.wait(tasks, timeout=15)
+        for task in pending:
+            task.cancel()
+        for task in done:
+            if task.exception() is not None:
+                log.error("task failed", extra={"task": task.get_name(), "error": repr(task.exception())})
+        self.mqtt.stop()
+        self._save_engine()
+        left = self.spool.stats()
+        self.spool.close()
+        log.info(
+            "edge agent stopped", extra={"spooled_urgent": left.urgent, "spooled_telemetry": left.telemetry}
+        )
+
+
+def _building_key(site: str) -> bytes:
+    """Kafka key of an event: its site path down to the building (SPEC §5)."""
+    parts = site.split("/", 3)
+    return "/".join(parts[:3]).encode()

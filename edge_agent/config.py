@@ -1,0 +1,391 @@
+"""`EdgeConfig`: the edge agent's one settings model, from a YAML file with `NERVE_EDGE_*` overrides.
+
+`load_config` reads the file (ruamel.yaml, safe loader), resolves the file's relative paths against its
+folder, lets environment variables win (`NERVE_EDGE_MQTT__PORT=1884`: prefix `NERVE_EDGE_`, `__`
+between nested keys) and validates everything at start. Every problem is reported as
+`file: key.path: message`, unknown keys with a "did you mean" where one is close.
+"""
+
+from __future__ import annotations
+
+import difflib
+import os
+import string
+from collections.abc import Callable
+from pathlib import Path
+from typing import Annotated, Any, ClassVar, Final, Literal, get_args
+
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    StringConstraints,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+from pydantic_core import PydanticCustomError
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+from ruamel.yaml import YAML
+from ruamel.yaml.error import MarkedYAMLError, YAMLError
+
+from edge_agent.ingest import SitePlan, TemplateError, TopicTemplate
+from schemas.fields import PATTERN_HINTS, Kind, Name, SitePath, Unit
+
+ENV_PREFIX: Final = "NERVE_EDGE_"
+ENV_DELIMITER: Final = "__"
+MAX_CONFIG_BYTES: Final = 1024 * 1024
+
+_GATEWAY_PATTERN: Final = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$"
+GatewayId = Annotated[str, StringConstraints(pattern=_GATEWAY_PATTERN)]
+"""A gateway id: it names the MQTT and Kafka clients and the spool folder, so only safe characters."""
+
+Port = Annotated[int, Field(ge=1, le=65535)]
+Seconds = Annotated[float, Field(ge=0, allow_inf_nan=False)]
+
+
+def _problem(detail: str) -> PydanticCustomError:
+    # A custom error keeps the message as written; a ValueError would gain a "Value error, " prefix.
+    return PydanticCustomError("edge_config", "{detail}", {"detail": detail})
+
+
+def _publish_template(text: str, allowed: tuple[str, ...]) -> str:
+    """Check an MQTT publish topic with `{placeholders}`: only `allowed` names, no wildcards."""
+    if not text or "+" in text or "#" in text or "\x00" in text:
+        raise _problem(f"{text!r} is not a topic to publish on: it must be non-empty, without + # or NUL")
+    try:
+        fields = [
+            (name, spec, conv) for _, name, spec, conv in string.Formatter().parse(text) if name is not None
+        ]
+    except ValueError as exc:
+        raise _problem(f"{text!r}: {exc}") from None
+    for name, spec, conversion in fields:
+        if name not in allowed or spec or conversion:
+            shown = ", ".join("{" + a + "}" for a in allowed) or "none"
+            raise _problem(f"{text!r}: unknown placeholder {{{name}}}; allowed: {shown}")
+    return text
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Subscription(_Section):
+    """One MQTT subscription: a topic template and how to read its payloads."""
+
+    topic: str = Field(description="Topic template, e.g. sensors/+floor/+room/+sensor/+kind.")
+    format: Literal["auto", "event", "senml", "number"] = Field(
+        default="auto", description="auto: '{' → event, '[' → senml, anything else → number."
+    )
+    kind: Kind | None = Field(
+        default=None, description="The kind of every reading, when the topic has no +kind."
+    )
+    unit: Unit | None = Field(
+        default=None, description="The unit of bare readings (and events that give none)."
+    )
+
+    @field_validator("topic")
+    @classmethod
+    def _parse_topic(cls, value: str) -> str:
+        try:
+            TopicTemplate.parse(value)
+        except TemplateError as exc:
+            raise _problem(str(exc)) from None
+        return value
+
+    @model_validator(mode="after")
+    def _complete(self) -> Subscription:
+        captures = self.template.captures
+        if self.kind is not None and "kind" in captures:
+            raise _problem(
+                f"kind is fixed as {self.kind!r} but the topic {self.topic!r} captures +kind; keep one"
+            )
+        if self.format == "number":
+            if "sensor" not in captures:
+                raise _problem(
+                    f"format 'number' needs the sensor from the topic: add +sensor to {self.topic!r}"
+                )
+            if self.kind is None and "kind" not in captures:
+                raise _problem(f"format 'number' needs a kind: add +kind to {self.topic!r} or set kind")
+        return self
+
+    @property
+    def template(self) -> TopicTemplate:
+        """The parsed topic template."""
+        return TopicTemplate.parse(self.topic)
+
+
+class MqttSettings(_Section):
+    """The building's MQTT broker: where sensors publish and actuators listen."""
+
+    host: Annotated[str, StringConstraints(min_length=1)] = "127.0.0.1"
+    port: Port = 1883
+    client_id: str = Field(
+        default="{gateway}", min_length=1, description="{gateway} is replaced by the gateway id."
+    )
+    username: str | None = None
+    password: SecretStr | None = None
+    keepalive: Annotated[int, Field(ge=0, le=65535)] = 30
+    subscriptions: list[Subscription] = Field(min_length=1)
+    command_topic: str = Field(
+        default="nerve/cmd/{site}/{target}", description="Placeholders: {site}, {target}."
+    )
+    alert_topic: str = Field(default="nerve/alerts/{department}", description="Placeholders: {department}.")
+    deadletter_topic: str = "nerve/deadletter"
+
+    # Exactly what the agent fills in when it publishes; any other name would fail at the first publish.
+    _COMMAND_FIELDS: ClassVar = ("site", "target")
+    _ALERT_FIELDS: ClassVar = ("department",)
+
+    @field_validator("command_topic")
+    @classmethod
+    def _command_topic(cls, value: str) -> str:
+        return _publish_template(value, cls._COMMAND_FIELDS)
+
+    @field_validator("alert_topic")
+    @classmethod
+    def _alert_topic(cls, value: str) -> str:
+        return _publish_template(value, cls._ALERT_FIELDS)
+
+    @field_validator("deadletter_topic")
+    @classmethod
+    def _deadletter_topic(cls, value: str) -> str:
+        return _publish_template(value, ())
+
+    @model_validator(mode="after")
+    def _distinct_filters(self) -> MqttSettings:
+        first: dict[str, int] = {}
+        for index, subscription in enumerate(self.subscriptions):
+            mqtt_filter = subscription.template.filter
+            if (
+                mqtt_filter in first
+                and subscription.template.segments == self.subscriptions[first[mqtt_filter]].template.segments
+            ):
+                raise _problem(
+                    f"subscriptions[{index}] repeats subscriptions[{first[mqtt_filter]}] ({subscription.topic!r}); "
+                    "the first takes every message"
+                )
+            first.setdefault(mqtt_filter, index)
+        return self
+
+
+class KafkaSettings(_Section):
+    """The uplink to the city: Kafka bootstrap servers and producer tuning."""
+
+    bootstrap: Annotated[str, StringConstraints(min_length=1)] = "127.0.0.1:9092"
+    prefix: Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9._-]*$")] = "nerve."
+    client_id: str = Field(
+        default="{gateway}", min_length=1, description="{gateway} is replaced by the gateway id."
+    )
+    linger_ms: Annotated[int, Field(ge=0)] = 5
+    compression: Literal["none", "gzip", "snappy", "lz4", "zstd"] = "gzip"
+    request_timeout_ms: Annotated[int, Field(ge=1)] = 10_000
+
+
+class SpoolSettings(_Section):
+    """The disk spool that holds outgoing records while the uplink is down."""
+
+    path: Path = Field(
+        default=Path("var/spool/{gateway}"), description="{gateway} is replaced by the gateway id."
+    )
+    max_bytes: Annotated[int, Field(gt=0)] = 256 * 1024 * 1024
+    sync: bool = Field(default=True, description="fsync each write, so that a power cut loses nothing.")
+
+
+class EdgeConfig(BaseSettings):
+    """Everything one edge agent process needs; see `load_config`."""
+
+    model_config = SettingsConfigDict(
+        env_prefix=ENV_PREFIX,
+        env_nested_delimiter=ENV_DELIMITER,
+        case_sensitive=False,
+        extra="forbid",
+        frozen=True,
+    )
+
+    gateway: GatewayId = Field(description="This gateway's id, e.g. gw-yuelu-c12-b3.")
+    site: SitePath = Field(description="The site this gateway serves, e.g. yuelu/c12/b3.")
+    rules: list[Path] = Field(
+        description="Rule files or folders; relative ones are relative to the config file."
+    )
+    mqtt: MqttSettings
+    kafka: KafkaSettings = KafkaSettings()
+    spool: SpoolSettings = SpoolSettings()
+    sensors: list[Name] | None = Field(
+        default=None, description="If set, events of other sensors are dead-lettered."
+    )
+    lateness_margin_s: Seconds = Field(
+        default=1.0, description="Idle margin: watermark = wall − lateness − this."
+    )
+    heartbeat_s: Annotated[float, Field(gt=0, allow_inf_nan=False)] = 10.0
+    metrics_port: Annotated[int, Field(ge=0, le=65535)] = Field(
+        default=9464, description="0 disables metrics."
+    )
+    dedup_window: Annotated[int, Field(ge=0)] = Field(
+        default=100_000, description="Recent event ids remembered; 0 disables."
+    )
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        # Environment first: it overrides the file's values (passed as init kwargs), merged key by key.
+        return env_settings, init_settings
+
+    @model_validator(mode="after")
+    def _derived(self) -> EdgeConfig:
+        for index, subscription in enumerate(self.mqtt.subscriptions):
+            try:
+                SitePlan(subscription.template, self.site)
+            except TemplateError as exc:
+                raise _problem(f"mqtt.subscriptions[{index}].topic: {exc}") from None
+        # Frozen: expand {gateway} through __dict__, as pydantic itself writes during validation.
+        gateway = self.gateway
+        if "{gateway}" in self.mqtt.client_id:
+            self.__dict__["mqtt"] = self.mqtt.model_copy(
+                update={"client_id": self.mqtt.client_id.replace("{gateway}", gateway)}
+            )
+        if "{gateway}" in self.kafka.client_id:
+            self.__dict__["kafka"] = self.kafka.model_copy(
+                update={"client_id": self.kafka.client_id.replace("{gateway}", gateway)}
+            )
+        if "{gateway}" in str(self.spool.path):
+            self.__dict__["spool"] = self.spool.model_copy(
+                update={"path": Path(str(self.spool.path).replace("{gateway}", gateway))}
+            )
+        return self
+
+    def topic(self, name: str) -> str:
+        """The Kafka topic `name` (`events`, `alerts`, `deadletter`, `commands`, …) with the prefix."""
+        return self.kafka.prefix + name
+
+
+class ConfigError(ValueError):
+    """A config that cannot be used; `problems` holds one `file: key: message` line per problem."""
+
+    retriable: ClassVar[bool] = False
+
+    def __init__(self, problems: list[str]) -> None:
+        super().__init__(problems)
+        self.problems = problems
+
+    def __str__(self) -> str:
+        return "\n".join(self.problems)
+
+
+def load_config(path: Path) -> EdgeConfig:
+    """Load and validate the edge config at `path`; `NERVE_EDGE_*` environment variables win.
+
+    Raises ConfigError listing every problem, each naming the file and the key path.
+    """
+    try:
+        raw = path.read_bytes()
+    except OSError as exc:
+        raise ConfigError([f"{path}: cannot read: {exc.strerror or exc}"]) from None
+    if len(raw) > MAX_CONFIG_BYTES:
+        raise ConfigError([f"{path}: larger than {MAX_CONFIG_BYTES} bytes"])
+    try:
+        data = YAML(typ="safe", pure=True).load(raw.decode("utf-8"))
+    except UnicodeDecodeError as exc:
+        raise ConfigError([f"{path}: not UTF-8 ({exc.reason} at byte {exc.start})"]) from None
+    except MarkedYAMLError as exc:
+        line = f":{exc.problem_mark.line + 1}" if exc.problem_mark is not None else ""
+        raise ConfigError([f"{path}{line}: {exc.problem or exc}"]) from None
+    except YAMLError as exc:
+        raise ConfigError([f"{path}: {exc}"]) from None
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise ConfigError([f"{path}: the top level must be a mapping of keys, not a {type(data).__name__}"])
+    if odd := [key for key in data if not isinstance(key, str)]:
+        raise ConfigError([f"{path}: {key!r}: keys must be strings" for key in odd])
+    try:
+        return EdgeConfig(**_resolve_paths(data, path.parent))
+    except ValidationError as exc:
+        raise ConfigError(_report(exc, path)) from None
+
+
+def _resolve_paths(data: dict[str, Any], folder: Path) -> dict[str, Any]:
+    """The file's data with relative `rules` and `spool.path` made relative to the file's folder."""
+    out = dict(data)
+    rules = out.get("rules")
+    if isinstance(rules, list):
+        out["rules"] = [str((folder / r).resolve()) if isinstance(r, str) else r for r in rules]
+    spool = out.get("spool")
+    if isinstance(spool, dict) and isinstance(spool.get("path"), str):
+        out["spool"] = {**spool, "path": str((folder / spool["path"]).resolve())}
+    return out
+
+
+def _dotted(loc: tuple[int | str, ...]) -> str:
+    text = ""
+    for part in loc:
+        text += f"[{part}]" if isinstance(part, int) else (f".{part}" if text else part)
+    return text
+
+
+def _model_in(annotation: Any) -> type[BaseModel] | None:
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return annotation
+    for arg in get_args(annotation):
+        if (model := _model_in(arg)) is not None:
+            return model
+    return None
+
+
+def _keys_at(loc: tuple[int | str, ...]) -> list[str]:
+    """The keys allowed in the mapping at `loc` (a path into EdgeConfig), for "did you mean"."""
+    model: type[BaseModel] | None = EdgeConfig
+    for part in loc:
+        if isinstance(part, int):
+            continue
+        field = model.model_fields.get(part) if model is not None else None
+        if field is None:
+            return []
+        model = _model_in(field.annotation)
+    return list(model.model_fields) if model is not None else []
+
+
+def _env_sources() -> dict[tuple[str, ...], str]:
+    """Key paths set by `NERVE_EDGE_*` variables, mapped to the variable's name."""
+    size = len(ENV_PREFIX)
+    return {
+        tuple(name[size:].lower().split(ENV_DELIMITER)): name
+        for name in os.environ
+        if name.upper().startswith(ENV_PREFIX)
+    }
+
+
+_PATTERN_HINTS: Final[dict[str, Callable[[str], str]]] = {
+    **PATTERN_HINTS,
+    _GATEWAY_PATTERN: lambda _text: (
+        "must be 1–64 letters, digits, '.', '_' or '-', starting with a letter or digit"
+    ),
+}
+
+
+def _report(exc: ValidationError, path: Path) -> list[str]:
+    env = _env_sources()
+    lines: list[str] = []
+    for error in exc.errors(include_url=False):
+        loc = tuple(error["loc"])
+        message = error["msg"]
+        pattern = str((error.get("ctx") or {}).get("pattern"))
+        if error["type"] == "string_pattern_mismatch" and pattern in _PATTERN_HINTS:
+            message = _PATTERN_HINTS[pattern](str(error["input"]))
+        elif error["type"] == "extra_forbidden" and loc and isinstance(loc[-1], str):
+            close = difflib.get_close_matches(loc[-1], _keys_at(loc[:-1]), n=1)
+            message = "unknown key" + (f"; did you mean {close[0]!r}?" if close else "")
+        elif error["type"] == "missing":
+            message = "is required"
+        names = tuple(str(p).lower() for p in loc if isinstance(p, str))
+        origin = next((var for keys, var in env.items() if names[: len(keys)] == keys), None)
+        where = f"{path}: {_dotted(loc)}: " if loc else f"{path}: "
+        lines.append(where + message + (f" (set by {origin})" if origin else ""))
+    return lines

@@ -1,0 +1,390 @@
+"""The edge agent's store-and-forward spool: a durable on-disk FIFO in two priority classes.
+
+This module is the only owner of the spool files. Records are kept in RocksDB (rocksdict, raw mode)
+under 9-byte keys, a priority byte and a big-endian u64 sequence, so key order is the drain order:
+every urgent record before any telemetry, oldest first within a class. A record's value is a 7-byte
+header (format, topic length, key length) followed by the topic, the key and the payload, unencoded.
+"""
+
+from __future__ import annotations
+
+import logging
+import struct
+import threading
+import time
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from enum import IntEnum
+from pathlib import Path
+from types import TracebackType
+from typing import NewType, Self
+
+from rocksdict import Options, Rdict, ReadOptions, WriteBatch, WriteOptions
+
+log = logging.getLogger("nerve.edge.spool")
+
+SpoolId = NewType("SpoolId", bytes)
+"""Opaque, orderable id of a stored record (its RocksDB key); order is drain order."""
+
+_KEY = struct.Struct(">BQ")
+_HEADER = struct.Struct(">BHI")  # format, topic length, key length (_NO_KEY: the record has no key)
+_FORMAT = 1
+_NO_KEY = 0xFFFFFFFF
+_SEQ = struct.Struct(">Q")
+# Next sequence, written in every append batch so ids are never reused, even after a full drain.
+_META_NEXT_SEQ = b"\x02next-seq"
+_DROP_LOG_INTERVAL = 60.0  # seconds between summary lines while a drop episode lasts
+
+
+class Priority(IntEnum):
+    URGENT = 0  # alerts, commands, dead letters
+    TELEMETRY = 1  # sensor events, heartbeats
+
+
+@dataclass(frozen=True, slots=True)
+class SpoolRecord:
+    priority: Priority
+    topic: str
+    key: bytes | None
+    value: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class SpoolStats:
+    """Counts of stored records; `bytes` is what `max_bytes` bounds: the stored record sizes
+    (payload + topic + key + 7-byte header), not RocksDB's files on disk."""
+
+    urgent: int
+    telemetry: int
+    bytes: int
+    dropped_telemetry: int  # records, total since open
+    dropped_bytes: int  # total since open
+
+
+class SpoolError(Exception):
+    """Base of spool errors; callers decide by type and `retriable`, never by message text."""
+
+    retriable: bool = False
+
+
+class SpoolUnavailableError(SpoolError):
+    """The spool cannot be opened: its path is not writable or another process holds it."""
+
+
+class SpoolCorruptError(SpoolError):
+    """The spool's files or a stored record cannot be read."""
+
+
+class SpoolWriteError(SpoolError):
+    """A write failed (disk full, I/O error); nothing of the batch may be assumed stored."""
+
+    retriable = True
+
+
+class SpoolClosedError(SpoolError):
+    """The spool was used after close()."""
+
+
+@dataclass(slots=True)
+class _DropEpisode:
+    """Telemetry dropped since the last log line of an episode of drops."""
+
+    since: float  # monotonic seconds of the last line
+    records: int = 0
+    bytes: int = 0
+
+
+def _options() -> Options:
+    opts = Options(raw_mode=True)  # raw: our bytes keys sort as written, values are not pickled
+    opts.create_if_missing(True)
+    opts.set_keep_log_file_num(3)  # RocksDB's own text LOG files, one more per open otherwise
+    opts.set_write_buffer_size(8 << 20)  # bytes; a gateway's memory, not a server's
+    # Files that are mostly tombstones after a drain get compacted in the background as well.
+    opts.add_compact_on_deletion_collector_factory(10_000, 5_000, 0.5)
+    return opts
+
+
+def _upper_bound(priority: Priority) -> ReadOptions:
+    # Only the upper bound: rocksdict 0.3.29's set_iterate_lower_bound sets the upper bound.
+    opts = ReadOptions()
+    opts.set_iterate_upper_bound(bytes([priority + 1]))
+    return opts
+
+
+def _encode(record: SpoolRecord) -> bytes:
+    topic = record.topic.encode()
+    if len(topic) > 0xFFFF:
+        raise ValueError(f"topic longer than 65535 bytes: {record.topic[:60]}…")
+    key_len = _NO_KEY if record.key is None else len(record.key)
+    return b"".join((_HEADER.pack(_FORMAT, len(topic), key_len), topic, record.key or b"", record.value))
+
+
+def _decode(spool_id: bytes, data: bytes) -> SpoolRecord:
+    try:
+        fmt, topic_len, key_len = _HEADER.unpack_from(data)
+        pos = _HEADER.size + topic_len
+        topic = data[_HEADER.size : pos].decode()
+    except (struct.error, UnicodeDecodeError) as exc:
+        raise SpoolCorruptError(f"record {spool_id.hex()}: unreadable header or topic: {exc}") from exc
+    key = None
+    if key_len != _NO_KEY:
+        key, pos = data[pos : pos + key_len], pos + key_len
+    if fmt != _FORMAT or pos > len(data):
+        raise SpoolCorruptError(
+            f"record {spool_id.hex()}: format {fmt}, {len(data)} bytes, header says ≥ {pos}"
+        )
+    return SpoolRecord(Priority(spool_id[0]), topic, key, data[pos:])
+
+
+def _open_error(path: Path, exc: Exception) -> SpoolError:
+    # rocksdict raises bare Exception; its message is all there is to tell the causes apart.
+    text = str(exc)
+    if "lock" in text.lower():
+        return SpoolUnavailableError(f"spool {path} is in use by another process or Spool object: {text}")
+    if "Corruption" in text or "comparator" in text:
+        return SpoolCorruptError(f"spool {path} cannot be read: {text}")
+    return SpoolUnavailableError(f"spool {path} cannot be opened: {text}")
+
+
+class Spool:
+    """Durable two-class FIFO. `append` may run in a worker thread while `peek`/`remove` run on the
+    event loop: appends are serialised among themselves (so keys become visible in sequence order),
+    and one short-held lock guards the counters, the peek cursors and the size cache."""
+
+    def __init__(self, path: Path, *, max_bytes: int, sync: bool = True) -> None:
+        """Open or recover the spool at `path` (a directory); `max_bytes` bounds the stored record
+        bytes, beyond which the oldest telemetry is dropped; `sync` fsyncs the WAL on every append."""
+        if max_bytes <= 0:
+            raise ValueError(f"max_bytes must be positive, got {max_bytes}")
+        self.path = path
+        self.max_bytes = max_bytes
+        try:
+            path.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise SpoolUnavailableError(f"spool {path} cannot be created: {exc}") from exc
+        try:
+            self._db = Rdict(str(path), _options())
+        except Exception as exc:  # rocksdict raises bare Exception
+            raise _open_error(path, exc) from exc
+        self._append_lock = threading.Lock()
+        self._lock = threading.Lock()
+        self._reclaim_lock = threading.Lock()  # close() waits for a compaction under way
+        self._closed = False
+        self._sync_write = WriteOptions()
+        self._sync_write.sync = sync
+        # Deletes are not fsynced: one lost to a power cut only re-sends a record (ids deduplicate),
+        # and the next synced append makes it durable anyway.
+        self._lazy_write = WriteOptions()
+        self._bounds = {p: _upper_bound(p) for p in Priority}
+        self._counts = dict.fromkeys(Priority, 0)
+        self._bytes = 0
+        self._dropped = self._dropped_bytes = 0
+        self._episode: _DropEpisode | None = None
+        self._sizes: dict[bytes, int] = {}  # sizes of peeked records, so remove() need not read them
+        try:
+            self._next_seq = self._visible_seq = self._recover()
+        except BaseException:
+            self._db.close()
+            raise
+        # No live key of a class sorts below its cursor: keys are only ever added above all others.
+        self._cursor = {p: _KEY.pack(p, 0) for p in Priority}
+
+    def _recover(self) -> int:
+        """Rebuild counts and bytes by a scan (about 0.1 s per 100k records); return the next sequence."""
+        next_seq = 0
+        meta = self._db.get(_META_NEXT_SEQ)
+        if meta is not None:
+            next_seq = _SEQ.unpack(meta)[0]
+        it = self._db.iter(self._bounds[Priority.TELEMETRY])
+        it.seek_to_first()
+        while it.valid():
+            key: bytes = it.key()
+            if len(key) != _KEY.size:
+                raise SpoolCorruptError(f"spool {self.path}: unexpected key {key.hex()}")
+            priority, seq = _KEY.unpack(key)
+            self._counts[Priority(priority)] += 1
+            self._bytes += len(it.value())
+            next_seq = max(next_seq, seq + 1)
+            it.next()
+        return next_seq
+
+    def append(self, records: Sequence[SpoolRecord]) -> None:
+        """Store `records` in one atomic batch, durable on return when `sync` is set; then, if the
+        spool holds more than `max_bytes`, drop the oldest telemetry until it does not."""
+        if not records:
+            return
+        with self._append_lock:
+            self._check_open()
+            batch = WriteBatch(raw_mode=True)
+            added = dict.fromkeys(Priority, 0)
+            size = 0
+            seq = self._next_seq
+            for record in records:
+                if record.priority not in added:
+                    raise ValueError(f"not a spool priority: {record.priority!r}")
+                value = _encode(record)
+                batch.put(_KEY.pack(record.priority, seq), value)
+                added[record.priority] += 1
+                size += len(value)
+                seq += 1
+            batch.put(_META_NEXT_SEQ, _SEQ.pack(seq))
+            self._next_seq = seq  # even if the write fails: an id is never reused
+            try:
+                self._db.write(batch, self._sync_write)
+            except Exception as exc:
+                raise SpoolWriteError(f"spool {self.path}: append of {len(records)} failed: {exc}") from exc
+            with self._lock:
+                for priority, n in added.items():
+                    self._counts[priority] += n
+                self._bytes += size
+                self._visible_seq = seq
+                dropped, dropped_bytes = self._drop_oldest_telemetry()
+                self._log_drops(dropped, dropped_bytes)
+
+    def _drop_oldest_telemetry(self) -> tuple[int, int]:
+        """With the lock held: delete the oldest telemetry until within max_bytes; (records, bytes)."""
+        if self._bytes <= self.max_bytes or self._counts[Priority.TELEMETRY] <= 0:
+            return 0, 0
+        batch = WriteBatch(raw_mode=True)
+        n = size = 0
+        it = self._db.iter(self._bounds[Priority.TELEMETRY])
+        it.seek(self._cursor[Priority.TELEMETRY])
+        while it.valid() and self._bytes - size > self.max_bytes:
+            key: bytes = it.key()
+            batch.delete(key)
+            self._sizes.pop(key, None)
+            size += len(it.value())
+            n += 1
+            self._cursor[Priority.TELEMETRY] = key
+            it.next()
+        if n:
+            try:
+                self._db.write(batch, self._lazy_write)
+            except Exception:
+                # The append itself is stored; the next append retries the drop.
+                log.exception("spool %s: dropping %d telemetry records failed", self.path, n)
+                return 0, 0
+            self._counts[Priority.TELEMETRY] -= n
+            self._bytes -= size
+            self._dropped += n
+            self._dropped_bytes += size
+        return n, size
+
+    def _log_drops(self, n: int, size: int) -> None:
+        """With the lock held: one warning when a drop episode starts, a summary at most every
+        `_DROP_LOG_INTERVAL` seconds while it lasts, and one when the spool is within bound again."""
+        now = time.monotonic()
+        ep = self._episode
+        if ep is None:
+            if n:
+                self._episode = _DropEpisode(now)
+                log.warning(
+                    "spool %s over %d bytes: dropped the %d oldest telemetry records (%d bytes); "
+                    "further drops are summarised",
+                    self.path, self.max_bytes, n, size,
+                )  # fmt: skip
+            return
+        ep.records += n
+        ep.bytes += size
+        ending = self._closed or (not n and self._bytes <= self.max_bytes)
+        if ep.records and (ending or now - ep.since >= _DROP_LOG_INTERVAL):
+            log.warning(
+                "spool %s: dropped %d more telemetry records (%d bytes) in %.0f s%s",
+                self.path, ep.records, ep.bytes, now - ep.since, "; within bound again" if ending else "",
+            )  # fmt: skip
+            ep.since, ep.records, ep.bytes = now, 0, 0
+        if ending:
+            self._episode = None
+
+    def peek(self, limit: int) -> list[tuple[SpoolId, SpoolRecord]]:
+        """Up to `limit` of the oldest records, urgent ones first; nothing is removed. Each class is
+        read from a cursor past the records already removed, so a long drain stays linear."""
+        out: list[tuple[SpoolId, SpoolRecord]] = []
+        with self._lock:
+            self._check_open()
+            for priority in Priority:
+                if len(out) >= limit:
+                    break
+                if self._counts[priority] <= 0:
+                    # Every key below the last completed append is gone: skip their tombstones next time.
+                    self._cursor[priority] = _KEY.pack(priority, self._visible_seq)
+                    continue
+                it = self._db.iter(self._bounds[priority])
+                it.seek(self._cursor[priority])
+                if it.valid():
+                    self._cursor[priority] = it.key()
+                while it.valid() and len(out) < limit:
+                    key: bytes = it.key()
+                    value: bytes = it.value()
+                    self._sizes[key] = len(value)
+                    out.append((SpoolId(key), _decode(key, value)))
+                    it.next()
+        return out
+
+    def remove(self, ids: Iterable[SpoolId]) -> None:
+        """Delete records whose delivery the uplink confirmed; ids already gone are ignored."""
+        with self._lock:
+            self._check_open()
+            batch = WriteBatch(raw_mode=True)
+            removed = dict.fromkeys(Priority, 0)
+            size = 0
+            for key in dict.fromkeys(ids):  # a repeated id must not be counted twice
+                if len(key) != _KEY.size or key[0] > Priority.TELEMETRY:
+                    raise ValueError(f"not a spool id: {key!r}")
+                known = self._sizes.pop(key, None)
+                if known is None:
+                    value = self._db.get(key)
+                    if value is None:
+                        continue
+                    known = len(value)
+                batch.delete(key)
+                removed[Priority(key[0])] += 1
+                size += known
+            if batch.is_empty():
+                return
+            try:
+                self._db.write(batch, self._lazy_write)
+            except Exception as exc:
+                raise SpoolWriteError(f"spool {self.path}: remove failed: {exc}") from exc
+            for priority, n in removed.items():
+                self._counts[priority] -= n
+            self._bytes -= size
+
+    def reclaim(self) -> None:
+        """Compact the whole key range so the space of removed records is given back to the disk.
+        Blocks for a while (seconds on large spools): call it from a worker thread after a drain."""
+        with self._reclaim_lock:
+            self._check_open()
+            self._db.compact_range(None, None)
+
+    def stats(self) -> SpoolStats:
+        """Current counts and bytes, and the telemetry dropped since open."""
+        with self._lock:
+            return SpoolStats(
+                urgent=self._counts[Priority.URGENT],
+                telemetry=self._counts[Priority.TELEMETRY],
+                bytes=self._bytes,
+                dropped_telemetry=self._dropped,
+                dropped_bytes=self._dropped_bytes,
+            )
+
+    def close(self) -> None:
+        """Flush and close; idempotent."""
+        with self._reclaim_lock, self._append_lock, self._lock:
+            if self._closed:
+                return
+            self._closed = True
+            self._log_drops(0, 0)
+            self._db.close()
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise SpoolClosedError(f"spool {self.path} is closed")
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.close()

@@ -1,0 +1,148 @@
+"""The agent's one Kafka producer: drains the spool to Kafka, urgent records (alerts, commands, dead letters)
+before the telemetry backlog, and removes records only once Kafka has acknowledged them (acks=all)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Callable
+
+from aiokafka import AIOKafkaProducer
+from aiokafka.errors import KafkaError
+
+from edge_agent.spool import Priority, Spool, SpoolId, SpoolRecord
+
+log = logging.getLogger("nerve.edge.uplink")
+
+
+class UplinkError(Exception):
+    """Kafka did not take a batch; the records stay in the spool and are sent again."""
+
+    retriable = True
+
+
+class Uplink:
+    """Spool → Kafka with an idempotent producer; reconnects with backoff while Kafka is unreachable."""
+
+    def __init__(
+        self,
+        spool: Spool,
+        *,
+        bootstrap: str,
+        client_id: str,
+        linger_ms: int = 5,
+        compression: str | None = "gzip",
+        request_timeout_ms: int = 10_000,
+        batch: int = 1000,
+        on_connected: Callable[[bool], None] = lambda up: None,
+        on_delivered: Callable[[Priority, int], None] = lambda p, n: None,
+    ) -> None:
+        self.spool = spool
+        self._settings = {
+            "bootstrap_servers": bootstrap,
+            "client_id": client_id,
+            "acks": "all",
+            "enable_idempotence": True,
+            "linger_ms": linger_ms,
+            "compression_type": compression,
+            "request_timeout_ms": request_timeout_ms,
+            "max_batch_size": 256 * 1024,
+        }
+        self.batch = batch
+        self._on_connected = on_connected
+        self._on_delivered = on_delivered
+        self._producer: AIOKafkaProducer | None = None
+        self._wake = asyncio.Event()
+        self.backlog_drained = 0
+
+    def wake(self) -> None:
+        """New records are on the spool."""
+        self._wake.set()
+
+    async def _connect(self, stop: asyncio.Event) -> AIOKafkaProducer | None:
+        delay = 0.2
+        while not stop.is_set():
+            producer = AIOKafkaProducer(**self._settings)
+            try:
+                await producer.start()
+            except (KafkaError, OSError) as e:
+                await producer.stop()
+                log.warning("kafka unreachable; spooling", extra={"error": repr(e), "retry_in_s": delay})
+                self._on_connected(False)
+                with contextlib.suppress(TimeoutError):  # back off, but leave at once on shutdown
+                    await asyncio.wait_for(stop.wait(), delay)
+                delay = min(delay * 2, 5.0)
+                continue
+            self._on_connected(True)
+            log.info("kafka connected", extra={"bootstrap": self._settings["bootstrap_servers"]})
+            return producer
+        return None
+
+    async def _send(
+        self, producer: AIOKafkaProducer, batch: list[tuple[SpoolId, SpoolRecord]]
+    ) -> list[SpoolId]:
+        """Send a batch; returns the ids Kafka acknowledged, raises UplinkError if none got through."""
+        futures = []
+        for _, rec in batch:
+            futures.append(await producer.send(rec.topic, rec.value, key=rec.key))
+        results = await asyncio.gather(*futures, return_exceptions=True)
+        done = [sid for (sid, _), r in zip(batch, results, strict=True) if not isinstance(r, BaseException)]
+        failed = [r for r in results if isinstance(r, BaseException)]
+        if failed and not done:
+            raise UplinkError(repr(failed[0]))
+        if failed:
+            log.warning("part of a batch failed; it will be sent again", extra={"failed": len(failed)})
+        return done
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Drain until `stop` is set, then flush what is in flight."""
+        backlog = False
+        while not stop.is_set():
+            if self._producer is None:
+                self._producer = await self._connect(stop)
+                if self._producer is None:
+                    break
+            batch = self.spool.peek(self.batch)
+            if not batch:
+                if backlog:
+                    backlog = False
+                    await asyncio.to_thread(self.spool.reclaim)
+                self._wake.clear()
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._wake.wait(), 0.5)
+                continue
+            backlog = backlog or len(batch) == self.batch
+            try:
+                done = await self._send(self._producer, batch)
+            except (UplinkError, KafkaError, OSError) as e:
+                log.warning("kafka send failed; records stay spooled", extra={"error": repr(e)})
+                self._on_connected(False)
+                await self._reset()
+                continue
+            self._on_connected(True)
+            self.spool.remove(done)
+            by_priority: dict[Priority, int] = {}
+            delivered = set(done)
+            for sid, rec in batch:
+                if sid in delivered:
+                    by_priority[rec.priority] = by_priority.get(rec.priority, 0) + 1
+            for priority, n in by_priority.items():
+                self._on_delivered(priority, n)
+        await self.close()
+
+    async def _reset(self) -> None:
+        producer, self._producer = self._producer, None
+        if producer is not None:
+            with contextlib.suppress(KafkaError, OSError, TimeoutError):
+                await asyncio.wait_for(producer.stop(), 5)
+
+    async def close(self) -> None:
+        """Flush and stop the producer."""
+        producer, self._producer = self._producer, None
+        if producer is not None:
+            try:
+                await asyncio.wait_for(producer.flush(), 10)
+            except (KafkaError, OSError, TimeoutError):
+                log.warning("kafka flush at shutdown failed; records stay spooled")
+            await producer.stop()

@@ -1,0 +1,492 @@
+"""The edge spool on a real RocksDB in tmp_path: order, bound, reclaim, recovery, crash safety, locking."""
+
+from __future__ import annotations
+
+import logging
+import os
+import random
+import select
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from hypothesis import HealthCheck, settings
+from hypothesis import strategies as st
+from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, precondition, rule
+from rocksdict import Options, Rdict
+
+from edge_agent.spool import (
+    Priority,
+    Spool,
+    SpoolClosedError,
+    SpoolCorruptError,
+    SpoolError,
+    SpoolId,
+    SpoolRecord,
+    SpoolUnavailableError,
+    SpoolWriteError,
+)
+
+U, T = Priority.URGENT, Priority.TELEMETRY
+BIG = 1 << 40  # bytes: a bound never reached
+
+
+def rec(priority: Priority, n: int, size: int = 0, topic: str = "nerve.events") -> SpoolRecord:
+    """A record whose value starts with its number `n` and is padded to `size` bytes."""
+    value = f"{priority.name}-{n}".encode()
+    return SpoolRecord(priority, topic, f"b{n % 7}".encode(), value.ljust(size, b"."))
+
+
+def stored_size(r: SpoolRecord) -> int:
+    """What the spool counts for a record: 7-byte header, topic, key, value (bytes)."""
+    return 7 + len(r.topic.encode()) + len(r.key or b"") + len(r.value)
+
+
+def values(items: list[tuple[SpoolId, SpoolRecord]]) -> list[bytes]:
+    return [r.value for _, r in items]
+
+
+def drain(spool: Spool, chunk: int) -> list[SpoolRecord]:
+    out: list[SpoolRecord] = []
+    while batch := spool.peek(chunk):
+        spool.remove(i for i, _ in batch)
+        out.extend(r for _, r in batch)
+    return out
+
+
+def disk_bytes(path: Path) -> int:
+    return sum(os.path.getsize(os.path.join(d, f)) for d, _, files in os.walk(path) for f in files)
+
+
+@pytest.fixture
+def spool(tmp_path: Path) -> Iterator[Spool]:
+    with Spool(tmp_path / "spool", max_bytes=BIG, sync=False) as s:
+        yield s
+
+
+# --- order -------------------------------------------------------------------------------------
+
+
+def test_fifo_within_a_class_and_urgent_before_telemetry(spool: Spool) -> None:
+    spool.append([rec(T, 0), rec(T, 1), rec(U, 0)])
+    spool.append([rec(T, 2)])
+    spool.append([rec(U, 1), rec(T, 3), rec(U, 2)])
+    assert values(spool.peek(100)) == [
+        b"URGENT-0", b"URGENT-1", b"URGENT-2", b"TELEMETRY-0", b"TELEMETRY-1", b"TELEMETRY-2", b"TELEMETRY-3",
+    ]  # fmt: skip
+    ids = [i for i, _ in spool.peek(100)]
+    assert ids == sorted(ids)  # ids order as the drain does
+    assert values(spool.peek(2)) == [b"URGENT-0", b"URGENT-1"]
+    assert values(spool.peek(4))[3] == b"TELEMETRY-0"
+    assert spool.peek(0) == []
+
+
+def test_peek_does_not_remove_and_remove_continues_the_drain(spool: Spool) -> None:
+    spool.append([rec(T, n) for n in range(10)])
+    first = spool.peek(3)
+    assert spool.peek(3) == first
+    spool.remove([first[0][0], first[2][0]])  # not a prefix: record 1 stays first
+    assert values(spool.peek(3)) == [b"TELEMETRY-1", b"TELEMETRY-3", b"TELEMETRY-4"]
+    spool.remove([first[0][0], first[0][0]])  # already gone, repeated: ignored, not counted twice
+    assert spool.stats().telemetry == 8
+    live = spool.peek(2)[1][0]
+    spool.remove([live, live])  # a live id twice: removed and counted once
+    assert spool.stats().telemetry == 7
+    assert [r.value for r in drain(spool, 3)] == [f"TELEMETRY-{n}".encode() for n in (1, *range(4, 10))]
+    assert spool.stats().telemetry == spool.stats().bytes == 0
+
+
+def test_urgent_appended_during_a_telemetry_drain_goes_first(spool: Spool) -> None:
+    spool.append([rec(T, n) for n in range(6)])
+    batch = spool.peek(2)
+    spool.remove(i for i, _ in batch)
+    spool.append([rec(U, 0)])
+    assert values(spool.peek(2)) == [b"URGENT-0", b"TELEMETRY-2"]
+    spool.remove(i for i, _ in spool.peek(1))
+    assert values(spool.peek(10)) == [f"TELEMETRY-{n}".encode() for n in range(2, 6)]
+
+
+def test_records_round_trip_exactly(spool: Spool) -> None:
+    records = [
+        SpoolRecord(U, "nerve.alerts.fire", None, b'{"id":"a1"}'),
+        SpoolRecord(U, "nerve.deadletter", b"", b""),
+        SpoolRecord(T, "nerve.events/城市", bytes(range(256)), bytes(range(255, -1, -1)) * 40),
+    ]
+    spool.append(records)
+    assert [r for _, r in spool.peek(10)] == records
+    assert spool.stats().bytes == sum(map(stored_size, records))
+
+
+def test_reopen_keeps_everything_and_continues_sequences(tmp_path: Path) -> None:
+    path = tmp_path / "spool"
+    with Spool(path, max_bytes=BIG) as s:
+        s.append([rec(U, 0), rec(T, 0), rec(T, 1)])
+        s.remove([s.peek(3)[1][0]])
+        before = s.peek(10)
+        stats = s.stats()
+    with Spool(path, max_bytes=BIG) as s:
+        assert s.peek(10) == before
+        assert s.stats() == stats
+        s.append([rec(T, 2), rec(U, 1)])
+        after = s.peek(10)
+        assert values(after) == [b"URGENT-0", b"URGENT-1", b"TELEMETRY-1", b"TELEMETRY-2"]
+        assert max(i for i, _ in after) > max(i for i, _ in before)
+        drain(s, 10)
+        last = max(i for i, _ in after)
+    with Spool(path, max_bytes=BIG) as s:  # even after a full drain, ids are not reused
+        s.append([rec(U, 9), rec(T, 9)])
+        assert all(i[1:] > last[1:] for i, _ in s.peek(2))
+
+
+# --- bound ------------------------------------------------------------------------------------
+
+
+def test_bound_drops_the_oldest_telemetry_never_urgent(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    size = stored_size(rec(T, 0, 100))
+    with Spool(tmp_path / "spool", max_bytes=10 * size, sync=False) as s:
+        s.append([rec(U, n, 100) for n in range(2)] + [rec(T, n, 100) for n in range(8)])
+        assert s.stats().dropped_telemetry == 0
+        with caplog.at_level(logging.WARNING, logger="nerve.edge.spool"):
+            s.append([rec(T, n, 100) for n in range(8, 11)] + [rec(U, 2, 100)])
+        stats = s.stats()
+        assert (stats.urgent, stats.telemetry, stats.bytes) == (3, 7, 10 * size)
+        assert (stats.dropped_telemetry, stats.dropped_bytes) == (4, 4 * size)
+        got = [r.value.rstrip(b".") for _, r in s.peek(100)]
+        assert got == [b"URGENT-0", b"URGENT-1", b"URGENT-2"] + [
+            f"TELEMETRY-{n}".encode() for n in range(4, 11)
+        ]
+        [line] = caplog.records
+        assert "4 oldest telemetry records" in line.getMessage()
+        assert f"({4 * size} bytes)" in line.getMessage()
+
+
+def test_urgent_alone_may_exceed_the_bound(tmp_path: Path) -> None:
+    with Spool(tmp_path / "spool", max_bytes=500, sync=False) as s:
+        s.append([rec(T, 0, 100)])
+        s.append([rec(U, n, 200) for n in range(10)])
+        s.append([rec(T, 1, 100)])
+        stats = s.stats()
+        assert (stats.urgent, stats.telemetry, stats.dropped_telemetry) == (10, 0, 2)
+        assert stats.bytes > 500
+        assert [r.priority for _, r in s.peek(100)] == [U] * 10
+
+
+def test_one_warning_per_drop_episode(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    size = stored_size(rec(T, 0, 100))
+    with (
+        caplog.at_level(logging.WARNING, logger="nerve.edge.spool"),
+        Spool(tmp_path / "spool", max_bytes=5 * size, sync=False) as s,
+    ):
+        for n in range(20):  # the uplink is down: every append drops one
+            s.append([rec(T, n, 100)])
+        assert len(caplog.records) == 1
+        drain(s, 100)
+        s.append([rec(T, 99, 100)])  # within bound again: the episode ends with its summary
+        assert len(caplog.records) == 2
+        assert "dropped 14 more telemetry records" in caplog.records[1].getMessage()
+        assert s.stats().dropped_telemetry == 15
+
+
+# --- disk space -------------------------------------------------------------------------------
+
+
+def test_reclaim_gives_the_disk_space_back(tmp_path: Path) -> None:
+    path = tmp_path / "spool"
+    rng = random.Random(7)
+    with Spool(path, max_bytes=BIG, sync=False) as s:
+        for _ in range(500):  # 50k records, ~10 MB of incompressible payload
+            s.append([SpoolRecord(T, "nerve.events", b"yuelu/c1/b3", rng.randbytes(200)) for _ in range(100)])
+        assert s.stats().telemetry == 50_000
+        peak = disk_bytes(path)
+        assert peak > 9_000_000
+        assert len(drain(s, 1000)) == 50_000
+        peak = max(peak, disk_bytes(path))
+        s.reclaim()
+        assert disk_bytes(path) < 0.2 * peak
+        assert s.stats().bytes == 0
+
+
+# --- errors -----------------------------------------------------------------------------------
+
+
+def test_a_second_spool_on_one_path_fails_naming_it(tmp_path: Path) -> None:
+    path = tmp_path / "spool"
+    with Spool(path, max_bytes=BIG):
+        with pytest.raises(SpoolUnavailableError, match=str(path)) as err:
+            Spool(path, max_bytes=BIG)
+        assert not err.value.retriable
+        child = subprocess.run(
+            [sys.executable, "-c", f"from pathlib import Path; from edge_agent.spool import Spool; Spool(Path({str(path)!r}), max_bytes=1)"],
+            capture_output=True, text=True, timeout=60, check=False,
+        )  # fmt: skip
+        assert child.returncode != 0
+        assert "SpoolUnavailableError" in child.stderr
+        assert f"spool {path} is in use" in child.stderr
+
+
+def test_a_path_that_cannot_hold_a_spool_fails_naming_it(tmp_path: Path) -> None:
+    (tmp_path / "file").write_bytes(b"")
+    with pytest.raises(SpoolUnavailableError, match=str(tmp_path / "file" / "spool")):
+        Spool(tmp_path / "file" / "spool", max_bytes=BIG)
+
+
+def test_closed_spool_and_bad_ids(tmp_path: Path) -> None:
+    s = Spool(tmp_path / "spool", max_bytes=BIG)
+    with pytest.raises(ValueError, match="not a spool id"):
+        s.remove([SpoolId(b"\x02next-seq")])
+    s.close()
+    s.close()
+    for call in (lambda: s.peek(1), lambda: s.append([rec(U, 0)]), lambda: s.remove([]), s.reclaim):
+        with pytest.raises(SpoolClosedError):
+            call()
+    assert issubclass(SpoolClosedError, SpoolError)
+    assert SpoolWriteError.retriable
+    with pytest.raises(ValueError, match="max_bytes"):
+        Spool(tmp_path / "other", max_bytes=0)
+
+
+def test_a_record_of_no_class_is_refused(spool: Spool) -> None:
+    with pytest.raises(ValueError, match="not a spool priority"):
+        spool.append([rec(U, 0), SpoolRecord(2, "t", None, b"")])  # type: ignore[arg-type]
+    assert spool.peek(10) == []
+
+
+def test_a_foreign_key_fails_the_open_and_releases_the_lock(tmp_path: Path) -> None:
+    path = tmp_path / "spool"
+    Spool(path, max_bytes=BIG).close()
+    db = Rdict(str(path), Options(raw_mode=True))
+    db[b"\x01abc"] = b"x"
+    db.close()
+    with pytest.raises(SpoolCorruptError, match="unexpected key 01616263"):
+        Spool(path, max_bytes=BIG)
+    db = Rdict(str(path), Options(raw_mode=True))  # the failed open let go of the spool
+    db.close()
+
+
+def test_an_unreadable_record_raises_corrupt(tmp_path: Path) -> None:
+    path = tmp_path / "spool"
+    with Spool(path, max_bytes=BIG) as s:
+        s.append([rec(T, 0)])
+        [(spool_id, _)] = s.peek(1)
+    db = Rdict(str(path), Options(raw_mode=True))
+    db[bytes(spool_id)] = b"\x09garbage"
+    db.close()
+    with Spool(path, max_bytes=BIG) as s, pytest.raises(SpoolCorruptError, match=spool_id.hex()):
+        s.peek(1)
+
+
+# --- concurrency ------------------------------------------------------------------------------
+
+
+def test_appends_from_a_thread_while_draining(spool: Spool) -> None:
+    batches = 200
+    errors: list[BaseException] = []
+
+    def produce() -> None:
+        try:
+            for b in range(batches):
+                spool.append([rec(T, b * 10 + n) for n in range(9)] + [rec(U, b)])
+        except BaseException as exc:  # surfaced by the assertion below
+            errors.append(exc)
+
+    producer = threading.Thread(target=produce)
+    producer.start()
+    got: list[SpoolRecord] = []
+    deadline = time.monotonic() + 60
+    while (producer.is_alive() or spool.peek(1)) and time.monotonic() < deadline:
+        got.extend(drain(spool, 7))
+    producer.join(timeout=60)
+    assert errors == []
+    assert len(got) == batches * 10
+    urgent = [r.value for r in got if r.priority is U]
+    assert urgent == [f"URGENT-{b}".encode() for b in range(batches)]
+    telemetry = [r.value for r in got if r.priority is T]
+    assert telemetry == [f"TELEMETRY-{b * 10 + n}".encode() for b in range(batches) for n in range(9)]
+    assert spool.stats().urgent == spool.stats().telemetry == spool.stats().bytes == 0
+
+
+# --- model check ------------------------------------------------------------------------------
+
+records_st = st.lists(
+    st.builds(
+        SpoolRecord,
+        st.sampled_from(Priority),
+        st.sampled_from(["nerve.events", "nerve.alerts.fire"]),
+        st.none() | st.binary(max_size=8),
+        st.binary(max_size=60),
+    ),
+    min_size=1,
+    max_size=6,
+)
+
+
+class SpoolModel(RuleBasedStateMachine):
+    """Random append/peek/remove/reopen against two lists; the bound drops the model's oldest telemetry."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.dir = Path(tempfile.mkdtemp(prefix="nerve-spool-"))
+        self.model: dict[Priority, list[tuple[SpoolRecord, SpoolId | None]]] = {U: [], T: []}
+        self.seen: list[SpoolId] = []
+        self.dropped = 0
+
+    @initialize(max_bytes=st.sampled_from([BIG, 300]))
+    def open(self, max_bytes: int) -> None:
+        self.max_bytes = max_bytes
+        self.spool = Spool(self.dir / "spool", max_bytes=max_bytes, sync=False)
+
+    @rule(records=records_st)
+    def append(self, records: list[SpoolRecord]) -> None:
+        self.spool.append(records)
+        for r in records:
+            self.model[r.priority].append((r, None))
+        while (
+            sum(stored_size(r) for c in self.model.values() for r, _ in c) > self.max_bytes and self.model[T]
+        ):
+            self.model[T].pop(0)
+            self.dropped += 1
+
+    @rule(limit=st.integers(0, 12))
+    def peek(self, limit: int) -> None:
+        got = self.spool.peek(limit)
+        expected = (self.model[U] + self.model[T])[:limit]
+        assert [r for _, r in got] == [r for r, _ in expected]
+        combined = self.model[U] + self.model[T]
+        for k, (spool_id, _) in enumerate(got):  # the model learns the ids, which never change
+            assert combined[k][1] in (None, spool_id)
+            combined[k] = (combined[k][0], spool_id)
+        self.model[U], self.model[T] = combined[: len(self.model[U])], combined[len(self.model[U]) :]
+        self.seen = [i for i, _ in got]
+
+    @precondition(lambda self: bool(self.seen))
+    @rule(data=st.data())
+    def remove(self, data: st.DataObject) -> None:
+        ids = data.draw(st.lists(st.sampled_from(self.seen), max_size=len(self.seen)))
+        self.spool.remove(ids)
+        for c in (U, T):
+            self.model[c] = [(r, i) for r, i in self.model[c] if i is None or i not in ids]
+
+    @rule()
+    def reopen(self) -> None:
+        self.spool.close()
+        self.spool = Spool(self.dir / "spool", max_bytes=self.max_bytes, sync=False)
+        self.dropped = 0  # dropped totals count since open
+
+    @invariant()
+    def stats_match(self) -> None:
+        if not hasattr(self, "spool"):
+            return
+        stats = self.spool.stats()
+        assert (stats.urgent, stats.telemetry) == (len(self.model[U]), len(self.model[T]))
+        assert stats.bytes == sum(stored_size(r) for c in self.model.values() for r, _ in c)
+        assert stats.dropped_telemetry == self.dropped
+
+    def teardown(self) -> None:
+        if hasattr(self, "spool"):
+            self.spool.close()
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+
+SpoolModel.TestCase.settings = settings(
+    max_examples=60, stateful_step_count=30, deadline=None, suppress_health_check=[HealthCheck.too_slow]
+)
+TestSpoolModel = SpoolModel.TestCase
+
+
+# --- crash safety -----------------------------------------------------------------------------
+
+CHILD = """
+import sys
+from pathlib import Path
+from edge_agent.spool import Priority, Spool, SpoolRecord
+spool = Spool(Path(sys.argv[1]), max_bytes=1 << 40, sync=True)
+start = int(sys.argv[2])
+for b in range(start, start + 100_000):
+    spool.append([SpoolRecord(Priority(n % 2), "nerve.events", None, b"%d/%d" % (b, n) + b"." * 300) for n in range(50)])
+    print(b, flush=True)
+"""
+
+
+def _kill_after(path: Path, start: int, lines: int) -> int:
+    """Run the appending child, SIGKILL it after `lines` acknowledged batches; the last acknowledged one."""
+    child = subprocess.Popen([sys.executable, "-c", CHILD, str(path), str(start)], stdout=subprocess.PIPE)
+    assert child.stdout is not None
+    deadline = time.monotonic() + 60
+    acked = start - 1
+    try:
+        buffered = b""
+        while acked < start + lines - 1:
+            left = deadline - time.monotonic()
+            assert left > 0, "the child did not report progress in time"
+            ready, _, _ = select.select([child.stdout], [], [], left)
+            if ready:
+                chunk = os.read(child.stdout.fileno(), 4096)
+                assert chunk, f"the child exited early: {child.wait()}"
+                buffered += chunk
+                *done, buffered = buffered.split(b"\n")
+                acked = max([acked, *map(int, done)])
+        child.send_signal(signal.SIGKILL)
+        rest = child.stdout.read()  # acknowledgements written before the kill; a torn last line is ignored
+        acked = max([acked, *map(int, (buffered + rest).split(b"\n")[:-1])])
+    finally:
+        child.kill()
+        child.wait(timeout=30)
+        child.stdout.close()
+    assert child.returncode == -signal.SIGKILL
+    return acked
+
+
+def test_every_acknowledged_append_survives_sigkill(tmp_path: Path) -> None:
+    path = tmp_path / "spool"
+    start = 0
+    for lines in (20, 5, 40):  # three crashes on one spool, each recovering the last
+        acked = _kill_after(path, start, lines)
+        with Spool(path, max_bytes=BIG) as s:
+            found: dict[int, int] = {}
+            for _, r in s.peek(1_000_000):
+                batch = int(r.value.split(b"/")[0])
+                found[batch] = found.get(batch, 0) + 1
+        # Batch numbers run on from round to round, so every earlier round is checked again too.
+        assert all(found.get(b) == 50 for b in range(acked + 1)), "an acknowledged batch was lost"
+        assert set(found) - set(range(acked + 2)) == set(), "more than the batch in flight appeared"
+        assert found.get(acked + 1, 50) == 50, "a batch was stored in part"
+        start = max(found) + 1
+
+
+# --- numbers ----------------------------------------------------------------------------------
+
+
+def test_throughput_and_recovery_figures(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    path = tmp_path / "spool"
+    payload = random.Random(1).randbytes(300)
+    batches = 1000  # 100k records of 300 bytes
+    with Spool(path, max_bytes=BIG, sync=True) as s:
+        t0 = time.perf_counter()
+        for b in range(batches):
+            s.append([SpoolRecord(T, "nerve.events", b"yuelu/c1/b%d" % b, payload) for _ in range(100)])
+        append_s = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    with Spool(path, max_bytes=BIG) as s:
+        open_s = time.perf_counter() - t0
+        assert s.stats().telemetry == 100 * batches
+        t0 = time.perf_counter()
+        assert len(drain(s, 1000)) == 100 * batches
+        drain_s = time.perf_counter() - t0
+        t0 = time.perf_counter()
+        s.reclaim()
+        reclaim_s = time.perf_counter() - t0
+    with capsys.disabled():
+        print(
+            f"\nspool, sync=True: {batches / append_s:,.0f} appends/s of 100×300 B"
+            f" ({100 * batches / append_s:,.0f} records/s); peek+remove {100 * batches / drain_s:,.0f} records/s"
+            f" (peek 1000); open of 100k records {open_s * 1000:.0f} ms; reclaim {reclaim_s * 1000:.0f} ms"
+        )
