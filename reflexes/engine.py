@@ -42,6 +42,29 @@ def alert_id(reflex: str, group: str, window_start: float, action: int) -> str:
     return _digest(reflex, group, float(window_start), action)
 
 
+Entries = list[tuple["_Plan", list[tuple[int, Condition]]]]
+
+
+def _by_head(conds_of: Entries, kind: str | None) -> dict[str | None, Entries]:
+    """For one kind (None: events of a kind no condition names), the entries per literal first site
+    segment, plus the entries under None for any other segment."""
+    relevant: Entries = []
+    for plan, conds in conds_of:
+        mine = [(i, c) for i, c in conds if c.kind is None or c.kind == kind]
+        if mine:
+            relevant.append((plan, mine))
+    heads = {c.site_head for _, conds in relevant for _, c in conds if c.site_head is not None}
+    index: dict[str | None, Entries] = {}
+    for head in (*sorted(heads), None):
+        entries: Entries = []
+        for plan, conds in relevant:
+            fit = [(i, c) for i, c in conds if c.site_head is None or c.site_head == head]
+            if fit:
+                entries.append((plan, fit))
+        index[head] = entries
+    return index
+
+
 @dataclass(eq=False)
 class _Plan:
     reflex: Reflex
@@ -73,12 +96,15 @@ class Engine:
 
     # ------------------------------------------------------------ plan and index
     def _install(self, rules: RuleSet) -> None:
+        """Build the plans and the index: kind → first site segment → the (plan, conditions) to test.
+
+        An event only touches reflexes with a condition on its kind (or on no kind) whose site glob can
+        match its district (or starts with a wildcard); order follows the rule set, so outputs are stable.
+        """
         self.rules = rules
         self.lateness = rules.lateness
         self._plans: dict[str, _Plan] = {}
-        by_kind: dict[str, list[tuple[_Plan, list[tuple[int, Condition]]]]] = {}
-        wild: list[tuple[_Plan, list[tuple[int, Condition]]]] = []
-        kinds = {c.kind for r in rules.reflexes for c in r.conditions if c.kind is not None}
+        conds_of: list[tuple[_Plan, list[tuple[int, Condition]]]] = []
         for r in rules.reflexes:
             plan = _Plan(
                 reflex=r,
@@ -89,16 +115,10 @@ class Engine:
                 escalations=tuple((i, a) for i, a in enumerate(r.actions) if isinstance(a, EscalateAction)),
             )
             self._plans[r.id] = plan
-            conds = list(enumerate(r.conditions))
-            for kind in kinds:
-                mine = [(i, c) for i, c in conds if c.kind in (kind, None)]
-                if mine:
-                    by_kind.setdefault(kind, []).append((plan, mine))
-            untyped = [(i, c) for i, c in conds if c.kind is None]
-            if untyped:
-                wild.append((plan, untyped))
-        self._by_kind = by_kind
-        self._wild = wild
+            conds_of.append((plan, list(enumerate(r.conditions))))
+        kinds = {c.kind for r in rules.reflexes for c in r.conditions if c.kind is not None}
+        self._by_kind = {kind: _by_head(conds_of, kind) for kind in kinds}
+        self._wild = _by_head(conds_of, None)
         self._rebuild_timers()
 
     def reload(self, rules: RuleSet) -> list[str]:
@@ -169,7 +189,9 @@ class Engine:
                 if self._heap and self._heap[0][0] <= wm:
                     out = self._run_due(wm)
         store = self.store
-        for plan, conds in self._by_kind.get(ev.kind, self._wild):
+        heads = self._by_kind.get(ev.kind, self._wild)
+        entries = heads.get(ev.site.partition("/")[0])
+        for plan, conds in heads[None] if entries is None else entries:
             which: list[int] | None = None
             missed = False
             for i, c in conds:

@@ -8,10 +8,10 @@ than `watermark − within` are evicted: no event that can still be applied coul
 from __future__ import annotations
 
 from bisect import bisect_left, bisect_right, insort
-from collections.abc import Callable
 from typing import Any
 
 from reflexes.model import Absent, Aggregate, AllOf, Change, Count, Distinct, Held, Pattern, Sequence, Single
+from reflexes.windows import ValueWindow
 
 Hit = tuple[float, list[str]]
 # A hit with no evidence means "the pattern still holds" without a new firing (a `for` run that already
@@ -19,6 +19,10 @@ Hit = tuple[float, list[str]]
 
 MAX_WINDOW_ENTRIES = 4096  # per window; bounds memory per group whatever the event rate
 MAX_EVIDENCE = 32
+
+
+def _ts(e: list[Any]) -> float:
+    return float(e[0])
 
 
 def _insert(entries: list[list[Any]], entry: list[Any]) -> None:
@@ -176,9 +180,10 @@ class CountEval(Evaluator):
         entries: list[list[Any]] = state.setdefault("w", [])
         _insert(entries, [ev.ts, ev.id])
         _evict(entries, wm - self.within)
-        inside = _span(entries, ev.ts - self.within, ev.ts)
-        if self.test(float(len(inside))):
-            return inside[0][0], [e[1] for e in inside[-MAX_EVIDENCE:]]
+        i = bisect_left(entries, ev.ts - self.within, key=_ts)
+        j = bisect_right(entries, ev.ts, key=_ts)
+        if self.test(float(j - i)):
+            return entries[i][0], [e[1] for e in entries[max(i, j - MAX_EVIDENCE) : j]]
         return None
 
 
@@ -186,36 +191,32 @@ def _numeric(v: object) -> bool:
     return type(v) is float or type(v) is int
 
 
-_AGGREGATES: dict[str, Callable[[list[float]], float]] = {
-    "avg": lambda xs: sum(xs) / len(xs),
-    "min": min,
-    "max": max,
-    "sum": sum,
-}
-
-
 class AggregateEval(Evaluator):
-    """`avg`/`min`/`max`/`sum`: w = [[ts, value, id], …] of numeric matches."""
+    """`avg`/`min`/`max`/`sum` of the numeric matches: w is a `ValueWindow`."""
 
     def __init__(self, pattern: Aggregate, within: float | None) -> None:
         super().__init__(pattern, within)
         self.test = pattern.test
-        self.fn: Callable[[list[float]], float] = _AGGREGATES[pattern.fn]
+        self.fn = pattern.fn
 
     def match(self, state: dict[str, Any], ev: Any, which: list[int], wm: float) -> Hit | None:
         if not _numeric(ev.value):
             return None
-        entries: list[list[Any]] = state.setdefault("w", [])
-        _insert(entries, [ev.ts, ev.value, ev.id])
-        _evict(entries, wm - self.within)
-        inside = _span(entries, ev.ts - self.within, ev.ts)
-        if self.test(float(self.fn([e[1] for e in inside]))):
-            return inside[0][0], [e[2] for e in inside[-MAX_EVIDENCE:]]
+        window = ValueWindow(state.setdefault("w", {}))
+        window.insert(ev.ts, ev.value, ev.id)
+        window.evict_before(wm - self.within)
+        i, j = window.span(ev.ts - self.within, ev.ts)
+        lo, hi, total = window.summary(i, j)
+        fn = self.fn
+        value = lo if fn == "min" else hi if fn == "max" else total if fn == "sum" else total / (j - i)
+        if self.test(float(value)):
+            e = window.e
+            return e[i][0], [x[2] for x in e[max(i, j - MAX_EVIDENCE) : j]]
         return None
 
 
 class ChangeEval(Evaluator):
-    """`rise`/`fall`: w = {sensor: [[ts, value, id], …]}; rise = latest − lowest, fall = highest − latest."""
+    """`rise`/`fall`: w = {sensor: ValueWindow}; rise = latest − lowest, fall = highest − latest."""
 
     def __init__(self, pattern: Change, within: float | None) -> None:
         super().__init__(pattern, within)
@@ -226,20 +227,20 @@ class ChangeEval(Evaluator):
         v = ev.value
         if not _numeric(v):
             return None
-        per_sensor: dict[str, list[list[Any]]] = state.setdefault("w", {})
-        entries = per_sensor.setdefault(ev.sensor, [])
-        _insert(entries, [ev.ts, v, ev.id])
-        _evict(entries, wm - self.within)
-        inside = _span(entries, ev.ts - self.within, ev.ts)
-        if self.rise:
-            ref = min(inside, key=lambda e: e[1])
-            change = v - ref[1]
-        else:
-            ref = max(inside, key=lambda e: e[1])
-            change = ref[1] - v
-        if ref[2] != ev.id and self.test(float(change)):
-            return ref[0], [ref[2], ev.id]
-        return None
+        per_sensor: dict[str, dict[str, Any]] = state.setdefault("w", {})
+        window = ValueWindow(per_sensor.setdefault(ev.sensor, {}))
+        window.insert(ev.ts, v, ev.id)
+        window.evict_before(wm - self.within)
+        i, j = window.span(ev.ts - self.within, ev.ts)
+        lo, hi, _ = window.summary(i, j)
+        change = v - lo if self.rise else hi - v
+        if not self.test(float(change)):
+            return None
+        extreme = lo if self.rise else hi
+        ref = next(x for x in window.e[i:j] if x[1] == extreme)
+        if ref[2] == ev.id:
+            return None
+        return ref[0], [ref[2], ev.id]
 
 
 class DistinctEval(Evaluator):
@@ -262,9 +263,10 @@ class DistinctEval(Evaluator):
         horizon = wm - self.within
         for old in [p for p, e in sites.items() if e[0] < horizon]:
             del sites[old]
-        lo = ev.ts - self.within
-        inside = sorted((e for e in sites.values() if lo <= e[0] <= ev.ts), key=lambda e: (e[0], e[1]))
-        if self.test(float(len(inside))):
+        lo, t = ev.ts - self.within, ev.ts
+        n = sum(1 for e in sites.values() if lo <= e[0] <= t)
+        if self.test(float(n)):
+            inside = sorted((e for e in sites.values() if lo <= e[0] <= t), key=lambda e: (e[0], e[1]))
             return inside[0][0], [e[1] for e in inside[-MAX_EVIDENCE:]]
         return None
 

@@ -471,3 +471,11 @@ def test_absent_clear_counts_from_the_first_match_after_the_silence() -> None:
         ("raised", 1960),
         ("cleared", 2030),
     ]
+
+
+def test_index_by_kind_and_district_skips_reflexes_that_cannot_match() -> None:
+    e = engine(AGG)  # cold-snap watches temperature only under yuelu/**
+    by_head = e._by_kind["temperature"]
+    assert [p.reflex.id for p, _ in by_head["yuelu"]] == ["freezer-warm", "cold-snap"]
+    assert [p.reflex.id for p, _ in by_head[None]] == ["freezer-warm"]
+    assert alerts(run(e, ev("temperature", -30, 1, site="other/c1"))) == []

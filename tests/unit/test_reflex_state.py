@@ -15,11 +15,11 @@ from hypothesis import strategies as st
 from reflexes import Engine, load_rules_text
 from reflexes.engine import Output
 from schemas import SensorEvent
-from tests.unit.test_reflex_patterns import ABSENT, CHANGE, CLEAR, COUNT, DISTINCT, ESC, FIRE, FOR, SEQ
+from tests.unit.test_reflex_patterns import ABSENT, AGG, CHANGE, CLEAR, COUNT, DISTINCT, ESC, FIRE, FOR, SEQ
 
 RULES = "version: 1\nlateness: 5s\nreflexes:\n" + "".join(
     "\n".join("  " + line for line in block.strip("\n").splitlines()) + "\n"
-    for block in (FIRE, SEQ, FOR, COUNT, CHANGE, DISTINCT, ABSENT, ESC, CLEAR)
+    for block in (FIRE, SEQ, FOR, COUNT, CHANGE, DISTINCT, ABSENT, ESC, CLEAR, AGG)
 )
 SITES = ["yuelu/c1/b1/f1/r101", "yuelu/c1/b1/f1/r102", "yuelu/c1/b2/f1/r201", "yuelu/c2/b3", "yuelu/c1/b4"]
 READINGS = [
@@ -31,7 +31,7 @@ READINGS = [
     ("water_level", [0.2, 0.8, 1.5]),
     ("pressure", [4.0, 2.0]),
     ("heartbeat", [1]),
-    ("elevator", ["stuck", "ok"]),
+    ("elevator", ["stuck", "ok"]), ("pm25", [50, 90]), ("rain", [20, 40]),
 ]
 
 step = st.one_of(
@@ -181,7 +181,7 @@ def test_rules_check_cli_exit_codes(tmp_path: Path) -> None:
     ok = subprocess.run(
         [sys.executable, "-m", "nerve_cli", "rules", "check", str(good)], capture_output=True, check=False
     )
-    assert ok.returncode == 0 and b"10 reflexes (5 edge, 5 brain)" in ok.stdout
+    assert ok.returncode == 0 and b"14 reflexes (6 edge, 8 brain)" in ok.stdout
     ko = subprocess.run(
         [sys.executable, "-m", "nerve_cli", "rules", "check", str(bad)], capture_output=True, check=False
     )

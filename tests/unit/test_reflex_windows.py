@@ -1,0 +1,56 @@
+"""Block-summarised windows answer every span exactly like a brute-force scan."""
+
+from __future__ import annotations
+
+import math
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from reflexes.windows import BLOCK, ValueWindow
+
+op = st.one_of(
+    st.tuples(st.just("insert"), st.floats(0, 1000), st.floats(-100, 100)),
+    st.tuples(st.just("evict"), st.floats(0, 1000)),
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.lists(op, min_size=1, max_size=400),
+    st.lists(st.tuples(st.floats(0, 1000), st.floats(0, 300)), max_size=10),
+)
+def test_summary_matches_brute_force(
+    ops: list[tuple[object, ...]], queries: list[tuple[float, float]]
+) -> None:
+    state: dict[str, object] = {}
+    w = ValueWindow(state)
+    model: list[tuple[float, float]] = []
+    for n, o in enumerate(ops):
+        if o[0] == "insert":
+            _, ts, v = o
+            w.insert(float(ts), float(v), f"e{n}")  # type: ignore[arg-type]
+            model.append((float(ts), float(v)))  # type: ignore[arg-type]
+        else:
+            w.evict_before(float(o[1]))  # type: ignore[arg-type]
+    model.sort(key=lambda x: x[0])
+    assert [e[0] for e in w.e] == [m[0] for m in model[len(model) - len(w.e) :]]
+    assert len(w.b) == math.ceil(len(w.e) / BLOCK)
+    for lo, width in queries:
+        i, j = w.span(lo, lo + width)
+        values = [e[1] for e in w.e[i:j]]
+        if not values:
+            continue
+        mn, mx, total = w.summary(i, j)
+        assert (mn, mx) == (min(values), max(values))
+        assert math.isclose(total, sum(values), rel_tol=1e-9, abs_tol=1e-6)
+
+
+def test_eviction_keeps_blocks_aligned_and_bounded() -> None:
+    w = ValueWindow({})
+    for k in range(10 * BLOCK + 5):
+        w.insert(float(k), float(k % 7), str(k))
+    w.evict_before(3.5 * BLOCK)
+    assert w.e[0][0] == 3 * BLOCK  # whole blocks only
+    i, j = w.span(0, 1e9)
+    assert w.summary(i, j) == (0.0, 6.0, sum(float(k % 7) for k in range(3 * BLOCK, 10 * BLOCK + 5)))
