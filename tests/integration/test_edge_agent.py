@@ -1,0 +1,246 @@
+"""The edge agent on the real Mosquitto and Kafka: reflex latency, bad input, silence, uplink outage,
+kill -9, and a Mosquitto restart."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import orjson
+import pytest
+
+from tests.integration.edge_kit import Gateway, MqttProbe, launcher, read_topics, wait_until
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture
+def gateway(tmp_path: Path, kafka_bootstrap: str, mqtt_address: tuple[str, int]) -> Iterator[Gateway]:
+    gw = Gateway(tmp_path, kafka_bootstrap, *mqtt_address)
+    gw.write_config()
+    try:
+        yield gw
+    finally:
+        gw.stop()
+
+
+@pytest.fixture
+def probe(gateway: Gateway) -> Iterator[MqttProbe]:
+    p = MqttProbe(
+        gateway.mqtt_host,
+        gateway.mqtt_port,
+        [f"{gateway.uid}/cmd/#", f"{gateway.uid}/alerts/#", f"{gateway.uid}/dead"],
+    )
+    try:
+        yield p
+    finally:
+        p.close()
+
+
+def event(i: int, value: float, ts: float | None = None) -> bytes:
+    return orjson.dumps({"id": f"ev-{i}", "value": value, "ts": ts or time.time()})
+
+
+async def test_gas_reading_closes_the_valve_in_milliseconds(
+    gateway: Gateway, probe: MqttProbe, record_property: object
+) -> None:
+    gateway.start()
+    uid = gateway.uid
+    latencies = []
+    for room in range(5):
+        t0 = time.perf_counter()
+        probe.publish(f"{uid}/f1/r{room}/gas-{room}/gas", b"12")
+        topic = f"{uid}/cmd/{gateway.site}/f1/r{room}/gas_valve"
+        wait_until(lambda t=topic: bool(probe.on(t)), 10, f"the command on {topic}")  # type: ignore[misc]
+        latencies.append(probe.on(topic)[0][0] - t0)
+    command = orjson.loads(probe.on(f"{uid}/cmd/")[0][2])
+    assert (command["target"], command["command"], command["site"]) == (
+        "gas_valve",
+        "close",
+        f"{gateway.site}/f1/r0",
+    )
+    alert = orjson.loads(probe.on(f"{uid}/alerts/fire")[0][2])
+    assert (alert["reflex"], alert["tier"], alert["status"]) == ("gas-leak", "edge", "raised")
+    assert not probe.on(f"{uid}/alerts/utilities")  # brain-tier reflexes do not run at the edge
+    latencies.sort()
+    print(
+        f"edge reflex latency MQTT publish → command received: min {latencies[0] * 1e3:.1f} ms, max {latencies[-1] * 1e3:.1f} ms"
+    )
+    record_property("reflex_latency_ms_max", round(latencies[-1] * 1e3, 2))  # type: ignore[operator]
+    assert latencies[-1] < 0.5
+    records = await read_topics(
+        gateway.kafka,
+        [gateway.prefix + t for t in ("events", "alerts", "commands")],
+        lambda rs: (
+            sum(1 for r in rs if r[0].endswith("commands")) >= 5
+            and sum(1 for r in rs if b'"gas"' in r[3]) >= 5
+        ),
+        30,
+    )
+    gas = [r for r in records if r[0].endswith(".events") and b'"kind":"gas"' in r[3]]
+    assert {r[2] for r in gas} == {gateway.site.encode()}  # keyed by the building path
+    assert sum(1 for r in records if r[0].endswith(".alerts")) == 5
+
+
+BAD_PAYLOADS = {
+    "malformed JSON": b'{"value": 3,',
+    "wrong type": b'{"value": [1, 2]}',
+    "NaN": b"NaN",
+    "infinity": b'{"value": Infinity}',
+    "oversized": b'{"value": 1, "tags": {"x": "' + b"a" * 70_000 + b'"}}',
+    "invalid UTF-8": b"\xff\xfe\xfd",
+    "unknown field": b'{"value": 1, "colour": "red"}',
+    "empty": b"",
+}
+
+
+async def test_bad_input_is_dead_lettered_and_good_input_still_flows(
+    gateway: Gateway, probe: MqttProbe
+) -> None:
+    gateway.start()
+    uid = gateway.uid
+    for n, payload in enumerate(BAD_PAYLOADS.values()):
+        probe.publish(f"{uid}/f1/r1/bad-{n}/temperature", payload)
+    probe.publish(f"{uid}/f1/r1/good-1/gas", b"15")
+    wait_until(
+        lambda: len(probe.on(f"{uid}/dead")) >= len(BAD_PAYLOADS), 10, "a dead letter for each bad payload"
+    )
+    letters = [orjson.loads(m[2]) for m in probe.on(f"{uid}/dead")]
+    assert [x["source"] for x in letters] == [
+        f"{uid}/f1/r1/bad-{n}/temperature" for n in range(len(BAD_PAYLOADS))
+    ]
+    assert all(x["reason"] for x in letters)
+    assert "65536" in letters[4]["reason"]  # the oversized one names the limit
+    wait_until(lambda: bool(probe.on(f"{uid}/cmd/")), 10, "the good event's command")
+    assert gateway.proc is not None and gateway.proc.poll() is None
+    records = await read_topics(
+        gateway.kafka, [gateway.prefix + "deadletter"], lambda rs: len(rs) >= len(BAD_PAYLOADS), 30
+    )
+    assert len(records) == len(BAD_PAYLOADS)
+    assert gateway.metric("nerve_edge_dead_lettered_total") == len(BAD_PAYLOADS)
+
+
+def test_a_silent_sensor_is_reported_within_for_plus_one_second(gateway: Gateway, probe: MqttProbe) -> None:
+    gateway.start()
+    uid = gateway.uid
+    probe.publish(f"{uid}/f1/r1/hb-7/heartbeat", b"1")
+    sent = time.perf_counter()
+    wait_until(lambda: bool(probe.on(f"{uid}/alerts/building")), 10, "the silence alert")
+    elapsed = probe.on(f"{uid}/alerts/building")[0][0] - sent
+    alert = orjson.loads(probe.on(f"{uid}/alerts/building")[0][2])
+    assert (alert["reflex"], alert["message"]) == ("sensor-silent", "hb-7 silent")
+    assert 2.0 <= elapsed <= 3.0, f"silence of a 2 s `for` reported after {elapsed:.2f} s"
+
+
+async def test_uplink_outage_spools_everything_and_sends_alerts_first(
+    gateway: Gateway, probe: MqttProbe
+) -> None:
+    gateway.start()
+    uid = gateway.uid
+    probe.publish(f"{uid}/f1/r1/warm-up/temperature", event(-1, 20))
+    wait_until(lambda: gateway.metric("nerve_edge_kafka_connected") == 1, 30, "the uplink to connect")
+    launcher("stop", "kafka")
+    try:
+        wait_until(
+            lambda: gateway.metric("nerve_edge_kafka_connected") == 0, 30, "the agent to notice the outage"
+        )
+        n = 20_000
+        infos = [
+            probe.publish(f"{uid}/f{i % 3}/r{i % 20}/t-{i % 50}/temperature", event(i, i % 30), wait=False)
+            for i in range(n)
+        ]
+        for info in infos:
+            info.wait_for_publish(30)
+        for room in range(5):
+            probe.publish(f"{uid}/f9/r{room}/gas-{room}/gas", event(n + room, 20))
+        # local reflexes keep working while the uplink is down
+        wait_until(lambda: len(probe.on(f"{uid}/cmd/")) >= 5, 30, "local actuation during the outage")
+        wait_until(
+            lambda: (gateway.metric("nerve_edge_spooled_total") or 0) >= n + 10,
+            120,
+            "everything to be spooled",
+        )
+    finally:
+        launcher("start", "kafka")
+    wanted = {f"ev-{i}" for i in range(n + 5)}
+
+    def complete(rs: list[tuple[str, int, bytes | None, bytes]]) -> bool:
+        ids = {orjson.loads(r[3])["id"] for r in rs if r[0].endswith(".events")}
+        return wanted <= ids and sum(1 for r in rs if r[0].endswith(".alerts")) >= 5
+
+    records = await read_topics(
+        gateway.kafka, [gateway.prefix + "events", gateway.prefix + "alerts"], complete, 180
+    )
+    backlog = [r for r in records if r[0].endswith(".events") and orjson.loads(r[3])["id"] in wanted]
+    alerts = [r for r in records if r[0].endswith(".alerts")]
+    assert len({orjson.loads(r[3])["id"] for r in backlog}) == n + 5  # none missing; duplicates share ids
+    assert max(r[1] for r in alerts) <= min(r[1] for r in backlog), (
+        "alerts must go up before the telemetry backlog"
+    )
+
+
+async def test_kill_9_loses_nothing_the_agent_acknowledged(gateway: Gateway, probe: MqttProbe) -> None:
+    gateway.start()
+    uid = gateway.uid
+    n = 6000
+    infos = []
+    for i in range(n):
+        infos.append(
+            probe.publish(f"{uid}/f1/r{i % 10}/k-{i % 40}/temperature", event(i, i % 40), wait=False)
+        )
+        if i == n // 3:
+            wait_until(
+                lambda: (gateway.metric("nerve_edge_spooled_total") or 0) > 500,
+                30,
+                "the agent to be mid-stream",
+            )
+            gateway.kill()
+        if i == 2 * n // 3:
+            gateway.start()  # the persistent session kept what the dead agent had not acknowledged
+    for info in infos:
+        info.wait_for_publish(30)
+    wanted = {f"ev-{i}" for i in range(n)}
+    records = await read_topics(
+        gateway.kafka,
+        [gateway.prefix + "events"],
+        lambda rs: wanted <= {orjson.loads(r[3])["id"] for r in rs},
+        120,
+    )
+    assert wanted <= {orjson.loads(r[3])["id"] for r in records}
+
+
+async def test_ingest_resumes_after_a_mosquitto_restart(gateway: Gateway, probe: MqttProbe) -> None:
+    gateway.start()
+    uid = gateway.uid
+    for i in range(300):
+        probe.publish(f"{uid}/f1/r1/m-{i % 5}/temperature", event(i, 21), wait=False)
+    wait_until(lambda: (gateway.metric("nerve_edge_events_in_total") or 0) >= 300, 30, "the first half")
+    probe.close()
+    launcher("stop", "mqtt")
+    launcher("start", "mqtt")
+    after = MqttProbe(gateway.mqtt_host, gateway.mqtt_port, [f"{uid}/cmd/#"])
+    try:
+        wait_until(
+            lambda: (
+                gateway.metric("nerve_edge_mqtt_connected") == 1
+                and "mqtt connected" in gateway.log.read_text()
+                and gateway.log.read_text().count('"mqtt connected"') >= 2
+            ),
+            30,
+            "the agent to reconnect",
+        )
+        for i in range(300, 600):
+            after.publish(f"{uid}/f1/r1/m-{i % 5}/temperature", event(i, 21), wait=False)
+        after.publish(f"{uid}/f1/r2/gas-2/gas", b"30")
+        wait_until(lambda: bool(after.on(f"{uid}/cmd/")), 30, "a reflex after the restart")
+        wanted = {f"ev-{i}" for i in range(600)}
+        records = await read_topics(
+            gateway.kafka,
+            [gateway.prefix + "events"],
+            lambda rs: wanted <= {orjson.loads(r[3])["id"] for r in rs},
+            60,
+        )
+        assert wanted <= {orjson.loads(r[3])["id"] for r in records}
+    finally:
+        after.close()
