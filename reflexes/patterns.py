@@ -7,7 +7,7 @@ than `watermark − within` are evicted: no event that can still be applied coul
 
 from __future__ import annotations
 
-from bisect import bisect_left, bisect_right, insort
+from bisect import bisect_left, bisect_right
 from typing import Any
 
 from reflexes.model import Absent, Aggregate, AllOf, Change, Count, Distinct, Held, Pattern, Sequence, Single
@@ -25,13 +25,22 @@ def _ts(e: list[Any]) -> float:
     return float(e[0])
 
 
-def _insert(entries: list[list[Any]], entry: list[Any]) -> None:
-    if not entries or entries[-1][0] <= entry[0]:
+def _insert(entries: list[list[Any]], entry: list[Any]) -> bool:
+    """Insert [ts, id] in time order; False (and nothing changes) when that event is already there, so that
+    applying an event twice — a redelivery, a replay after a crash — changes no window."""
+    ts, event_id = entry
+    i = bisect_left(entries, ts, key=_ts)
+    while i < len(entries) and entries[i][0] == ts:
+        if entries[i][1] == event_id:
+            return False
+        i += 1
+    if i == len(entries):
         entries.append(entry)  # the common case: events arrive in time order
     else:
-        insort(entries, entry, key=lambda e: e[0])
+        entries.insert(i, entry)
     if len(entries) > MAX_WINDOW_ENTRIES:
         del entries[0]
+    return True
 
 
 def _evict(entries: list[list[Any]], horizon: float) -> None:
@@ -105,18 +114,22 @@ class AllEval(Evaluator):
     def __init__(self, pattern: AllOf | Sequence, within: float | None) -> None:
         super().__init__(pattern, within)
         self.n = len(pattern.conds)
+        self.fresh = False  # whether the event being applied added anything (False for a duplicate)
 
     def _lists(self, state: dict[str, Any], ev: Any, which: list[int], wm: float) -> list[list[list[Any]]]:
         lists: list[list[list[Any]]] = state.setdefault("w", [[] for _ in range(self.n)])
         horizon = wm - self.within
+        self.fresh = False
         for i in which:
-            _insert(lists[i], [ev.ts, ev.id])
+            self.fresh |= _insert(lists[i], [ev.ts, ev.id])
         for entries in lists:
             _evict(entries, horizon)
         return lists
 
     def match(self, state: dict[str, Any], ev: Any, which: list[int], wm: float) -> Hit | None:
         lists = self._lists(state, ev, which, wm)
+        if not self.fresh:
+            return None
         t, d = ev.ts, self.within
         if all(not entries or entries[-1][0] <= t for entries in lists):
             # In-order fast path: the event is the newest, so the best partner of each condition is its latest.
@@ -150,7 +163,7 @@ class SequenceEval(AllEval):
 
     def match(self, state: dict[str, Any], ev: Any, which: list[int], wm: float) -> Hit | None:
         lists = self._lists(state, ev, which, wm)
-        if self.n - 1 not in which:
+        if self.n - 1 not in which or not self.fresh:
             return None
         t = ev.ts
         prev, chain, used = t, [ev.id], {ev.id}
@@ -178,7 +191,8 @@ class CountEval(Evaluator):
 
     def match(self, state: dict[str, Any], ev: Any, which: list[int], wm: float) -> Hit | None:
         entries: list[list[Any]] = state.setdefault("w", [])
-        _insert(entries, [ev.ts, ev.id])
+        if not _insert(entries, [ev.ts, ev.id]):
+            return None
         _evict(entries, wm - self.within)
         i = bisect_left(entries, ev.ts - self.within, key=_ts)
         j = bisect_right(entries, ev.ts, key=_ts)
@@ -203,7 +217,8 @@ class AggregateEval(Evaluator):
         if not _numeric(ev.value):
             return None
         window = ValueWindow(state.setdefault("w", {}))
-        window.insert(ev.ts, ev.value, ev.id)
+        if not window.insert(ev.ts, ev.value, ev.id):
+            return None
         window.evict_before(wm - self.within)
         i, j = window.span(ev.ts - self.within, ev.ts)
         lo, hi, total = window.summary(i, j)
@@ -229,7 +244,8 @@ class ChangeEval(Evaluator):
             return None
         per_sensor: dict[str, dict[str, Any]] = state.setdefault("w", {})
         window = ValueWindow(per_sensor.setdefault(ev.sensor, {}))
-        window.insert(ev.ts, v, ev.id)
+        if not window.insert(ev.ts, v, ev.id):
+            return None
         window.evict_before(wm - self.within)
         i, j = window.span(ev.ts - self.within, ev.ts)
         lo, hi, _ = window.summary(i, j)

@@ -28,8 +28,14 @@ class ValueWindow:
         self.e: list[list[Any]] = w.setdefault("e", [])
         self.b: list[list[float]] = w.setdefault("b", [])
 
-    def insert(self, ts: float, value: float, event_id: str) -> None:
+    def insert(self, ts: float, value: float, event_id: str) -> bool:
+        """Add a reading; False (and nothing changes) when this event id is already in the window."""
         e, b = self.e, self.b
+        i = bisect_left(e, ts, key=_ts)
+        while i < len(e) and e[i][0] == ts:
+            if e[i][2] == event_id:
+                return False
+            i += 1
         if not e or e[-1][0] <= ts:
             e.append([ts, value, event_id])
             if (len(e) - 1) % BLOCK == 0:
@@ -48,6 +54,7 @@ class ValueWindow:
         if len(e) > MAX_ENTRIES:
             del e[:BLOCK]
             del b[0]
+        return True
 
     def _rebuild(self, first_block: int) -> None:
         e, b = self.e, self.b

@@ -187,3 +187,19 @@ def test_rules_check_cli_exit_codes(tmp_path: Path) -> None:
     )
     assert ko.returncode == 1
     assert f"{bad}:5: x: unknown key 'valeu' in when — did you mean 'value'?".encode() in ko.stderr
+
+
+@settings(max_examples=120, deadline=None)
+@given(st.lists(step, max_size=80), st.lists(st.integers(0, 80), max_size=10))
+def test_applying_events_twice_changes_nothing(steps: list[tuple[Any, ...]], repeats: list[int]) -> None:
+    """At-least-once delivery made effectively exactly-once: a redelivered event adds no state and no alert."""
+    rules = load_rules_text(RULES)
+    clock, seen = [0.0], list[Output]()
+    once = _apply(Engine(rules), steps, clock, seen)
+    doubled: list[tuple[Any, ...]] = []
+    for n, s in enumerate(steps):
+        doubled.append(s)
+        if s[0] == "event" and n in repeats:
+            doubled.append((*s[:5], 0.0))  # the same reading again, same time: the same event id
+    clock, seen = [0.0], list[Output]()
+    assert _apply(Engine(rules), doubled, clock, seen) == once
