@@ -1,19 +1,18 @@
 """`EdgeConfig`: the edge agent's one settings model, from a YAML file with `NERVE_EDGE_*` overrides.
 
-`load_config` reads the file (ruamel.yaml, safe loader), resolves the file's relative paths against its
-folder, lets environment variables win (`NERVE_EDGE_MQTT__PORT=1884`: prefix `NERVE_EDGE_`, `__`
-between nested keys) and validates everything at start. Every problem is reported as
-`file: key.path: message`, unknown keys with a "did you mean" where one is close.
+`load_config` reads the file through `schemas.settings.load_settings` (ruamel.yaml, safe loader),
+resolves the file's relative paths against its folder, lets environment variables win
+(`NERVE_EDGE_MQTT__PORT=1884`: prefix `NERVE_EDGE_`, `__` between nested keys) and validates everything
+at start. Every problem is reported as `file: key.path: message`, unknown keys with a "did you mean"
+where one is close.
 """
 
 from __future__ import annotations
 
-import difflib
-import os
 import string
 from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated, Any, ClassVar, Final, Literal, get_args
+from typing import Annotated, Any, ClassVar, Final, Literal
 
 from pydantic import (
     BaseModel,
@@ -21,21 +20,21 @@ from pydantic import (
     Field,
     SecretStr,
     StringConstraints,
-    ValidationError,
     field_validator,
     model_validator,
 )
 from pydantic_core import PydanticCustomError
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
-from ruamel.yaml import YAML
-from ruamel.yaml.error import MarkedYAMLError, YAMLError
 
 from edge_agent.ingest import SitePlan, TemplateError, TopicTemplate
-from schemas.fields import PATTERN_HINTS, Kind, Name, SitePath, Unit
+from schemas.fields import Kind, Name, SitePath, Unit
+
+# ConfigError is re-exported: callers of load_config catch it from here.
+from schemas.settings import ConfigError as ConfigError
+from schemas.settings import load_settings
 
 ENV_PREFIX: Final = "NERVE_EDGE_"
 ENV_DELIMITER: Final = "__"
-MAX_CONFIG_BYTES: Final = 1024 * 1024
 
 _GATEWAY_PATTERN: Final = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$"
 GatewayId = Annotated[str, StringConstraints(pattern=_GATEWAY_PATTERN)]
@@ -266,17 +265,11 @@ class EdgeConfig(BaseSettings):
         return self.kafka.prefix + name
 
 
-class ConfigError(ValueError):
-    """A config that cannot be used; `problems` holds one `file: key: message` line per problem."""
-
-    retriable: ClassVar[bool] = False
-
-    def __init__(self, problems: list[str]) -> None:
-        super().__init__(problems)
-        self.problems = problems
-
-    def __str__(self) -> str:
-        return "\n".join(self.problems)
+_PATTERN_HINTS: Final[dict[str, Callable[[str], str]]] = {
+    _GATEWAY_PATTERN: lambda _text: (
+        "must be 1–64 letters, digits, '.', '_' or '-', starting with a letter or digit"
+    ),
+}
 
 
 def load_config(path: Path) -> EdgeConfig:
@@ -284,31 +277,9 @@ def load_config(path: Path) -> EdgeConfig:
 
     Raises ConfigError listing every problem, each naming the file and the key path.
     """
-    try:
-        raw = path.read_bytes()
-    except OSError as exc:
-        raise ConfigError([f"{path}: cannot read: {exc.strerror or exc}"]) from None
-    if len(raw) > MAX_CONFIG_BYTES:
-        raise ConfigError([f"{path}: larger than {MAX_CONFIG_BYTES} bytes"])
-    try:
-        data = YAML(typ="safe", pure=True).load(raw.decode("utf-8"))
-    except UnicodeDecodeError as exc:
-        raise ConfigError([f"{path}: not UTF-8 ({exc.reason} at byte {exc.start})"]) from None
-    except MarkedYAMLError as exc:
-        line = f":{exc.problem_mark.line + 1}" if exc.problem_mark is not None else ""
-        raise ConfigError([f"{path}{line}: {exc.problem or exc}"]) from None
-    except YAMLError as exc:
-        raise ConfigError([f"{path}: {exc}"]) from None
-    if data is None:
-        data = {}
-    if not isinstance(data, dict):
-        raise ConfigError([f"{path}: the top level must be a mapping of keys, not a {type(data).__name__}"])
-    if odd := [key for key in data if not isinstance(key, str)]:
-        raise ConfigError([f"{path}: {key!r}: keys must be strings" for key in odd])
-    try:
-        return EdgeConfig(**_resolve_paths(data, path.parent))
-    except ValidationError as exc:
-        raise ConfigError(_report(exc, path)) from None
+    return load_settings(
+        path, EdgeConfig, env_prefix=ENV_PREFIX, resolve=_resolve_paths, hints=_PATTERN_HINTS
+    )
 
 
 def _resolve_paths(data: dict[str, Any], folder: Path) -> dict[str, Any]:
@@ -321,71 +292,3 @@ def _resolve_paths(data: dict[str, Any], folder: Path) -> dict[str, Any]:
     if isinstance(spool, dict) and isinstance(spool.get("path"), str):
         out["spool"] = {**spool, "path": str((folder / spool["path"]).resolve())}
     return out
-
-
-def _dotted(loc: tuple[int | str, ...]) -> str:
-    text = ""
-    for part in loc:
-        text += f"[{part}]" if isinstance(part, int) else (f".{part}" if text else part)
-    return text
-
-
-def _model_in(annotation: Any) -> type[BaseModel] | None:
-    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
-        return annotation
-    for arg in get_args(annotation):
-        if (model := _model_in(arg)) is not None:
-            return model
-    return None
-
-
-def _keys_at(loc: tuple[int | str, ...]) -> list[str]:
-    """The keys allowed in the mapping at `loc` (a path into EdgeConfig), for "did you mean"."""
-    model: type[BaseModel] | None = EdgeConfig
-    for part in loc:
-        if isinstance(part, int):
-            continue
-        field = model.model_fields.get(part) if model is not None else None
-        if field is None:
-            return []
-        model = _model_in(field.annotation)
-    return list(model.model_fields) if model is not None else []
-
-
-def _env_sources() -> dict[tuple[str, ...], str]:
-    """Key paths set by `NERVE_EDGE_*` variables, mapped to the variable's name."""
-    size = len(ENV_PREFIX)
-    return {
-        tuple(name[size:].lower().split(ENV_DELIMITER)): name
-        for name in os.environ
-        if name.upper().startswith(ENV_PREFIX)
-    }
-
-
-_PATTERN_HINTS: Final[dict[str, Callable[[str], str]]] = {
-    **PATTERN_HINTS,
-    _GATEWAY_PATTERN: lambda _text: (
-        "must be 1–64 letters, digits, '.', '_' or '-', starting with a letter or digit"
-    ),
-}
-
-
-def _report(exc: ValidationError, path: Path) -> list[str]:
-    env = _env_sources()
-    lines: list[str] = []
-    for error in exc.errors(include_url=False):
-        loc = tuple(error["loc"])
-        message = error["msg"]
-        pattern = str((error.get("ctx") or {}).get("pattern"))
-        if error["type"] == "string_pattern_mismatch" and pattern in _PATTERN_HINTS:
-            message = _PATTERN_HINTS[pattern](str(error["input"]))
-        elif error["type"] == "extra_forbidden" and loc and isinstance(loc[-1], str):
-            close = difflib.get_close_matches(loc[-1], _keys_at(loc[:-1]), n=1)
-            message = "unknown key" + (f"; did you mean {close[0]!r}?" if close else "")
-        elif error["type"] == "missing":
-            message = "is required"
-        names = tuple(str(p).lower() for p in loc if isinstance(p, str))
-        origin = next((var for keys, var in env.items() if names[: len(keys)] == keys), None)
-        where = f"{path}: {_dotted(loc)}: " if loc else f"{path}: "
-        lines.append(where + message + (f" (set by {origin})" if origin else ""))
-    return lines

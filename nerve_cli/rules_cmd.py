@@ -22,6 +22,9 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     test.add_argument("paths", nargs="+", metavar="PATH", help="rule files or folders")
     test.add_argument("-q", "--quiet", action="store_true", help="print failures and the summary only")
     test.set_defaults(func=test_command)
+    from nerve_cli.brain_cmd import register_deploy
+
+    register_deploy(rsub)
 
 
 def check_command(args: argparse.Namespace) -> int:

@@ -514,6 +514,10 @@ class Engine:
         self.store.put(key, state)
         return cancelled
 
+    def pending_escalations(self) -> list[str]:
+        """Ids of alerts whose escalation is still pending (an ack for them would cancel it)."""
+        return sorted(self._alert_keys)
+
     # ------------------------------------------------------------ introspection
     def stats(self) -> dict[str, Any]:
         """Counters for reports and metrics."""

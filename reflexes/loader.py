@@ -510,6 +510,24 @@ def load_rules(paths: Sequence[str | Path]) -> RuleSet:
     return _assemble(sources)
 
 
+def load_rules_sources(sources: list[tuple[str, str]]) -> RuleSet:
+    """Check and compile a rule set given as (file name, text) pairs — e.g. as deployed on `nerve.rules`."""
+    if not sources:
+        raise RuleSetError([RuleError("<none>", 1, None, "no rule files in the rule set")])
+    return _assemble(sources)
+
+
+def rule_sources(paths: Sequence[str | Path]) -> list[tuple[str, str]]:
+    """(file name, text) of the rule files named by `paths`, for deployment; raises RuleSetError."""
+    sources: list[tuple[str, str]] = []
+    for f in rule_files(paths):
+        try:
+            sources.append((str(f), f.read_text(encoding="utf-8")))
+        except (OSError, UnicodeDecodeError) as e:
+            raise RuleSetError([RuleError(str(f), 1, None, f"cannot read: {e}")]) from None
+    return sources
+
+
 def _assemble(sources: list[tuple[str, str]]) -> RuleSet:
     seen: dict[str, tuple[str, int]] = {}
     errors: list[RuleError] = []

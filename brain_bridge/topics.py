@@ -1,0 +1,44 @@
+"""The brain's topics, created before the Faust worker starts so that every partition count is explicit.
+
+Faust subscribes to its source topics when it starts; one that does not exist yet is ignored until the
+next rebalance, and one created later by a producer gets the broker's default partition count. Creating
+them here, with the brain's `partitions`, avoids both.
+"""
+
+from __future__ import annotations
+
+import contextlib
+
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.errors import TopicAlreadyExistsError
+
+from brain_bridge.config import BrainConfig
+
+
+def brain_topics(config: BrainConfig, level_topic: str | None) -> dict[str, dict[str, str]]:
+    """Topic name → configs, for every topic the brain reads or writes (alert topics per department aside)."""
+    compacted = {"cleanup.policy": "compact"}
+    topics: dict[str, dict[str, str]] = {
+        config.topic(name): {} for name in ("events", "alerts", "commands", "acks", "deadletter")
+    }
+    topics[config.topic("rules")] = compacted
+    topics[f"{config.app_id}-clock"] = {"retention.ms": str(3_600_000)}  # ticks are worthless after an hour
+    if level_topic is not None:
+        topics[level_topic] = {}
+    return topics
+
+
+async def ensure_topics(config: BrainConfig, topics: dict[str, dict[str, str]], replication: int = 1) -> list[str]:
+    """Create the missing ones (rules with one partition, the rest with `config.partitions`); returns them."""
+    admin = AIOKafkaAdminClient(bootstrap_servers=config.kafka.bootstrap)
+    await admin.start()
+    try:
+        existing = set(await admin.list_topics())
+        missing = [name for name in topics if name not in existing]
+        for name in missing:
+            partitions = 1 if name == config.topic("rules") else config.partitions
+            with contextlib.suppress(TopicAlreadyExistsError):  # another worker created it meanwhile
+                await admin.create_topics([NewTopic(name, partitions, replication, topic_configs=topics[name])])
+        return missing
+    finally:
+        await admin.close()
