@@ -15,9 +15,16 @@ Register = Callable[["argparse._SubParsersAction[argparse.ArgumentParser]"], Non
 
 
 def _registrars() -> list[Register]:
-    from nerve_cli import brain_cmd, edge_cmd, replay_cmd, rules_cmd, schemas_cmd
+    from nerve_cli import alerts_cmd, brain_cmd, edge_cmd, replay_cmd, rules_cmd, schemas_cmd
 
-    return [rules_cmd.register, replay_cmd.register, edge_cmd.register, brain_cmd.register, schemas_cmd.register]
+    return [
+        rules_cmd.register,
+        replay_cmd.register,
+        edge_cmd.register,
+        brain_cmd.register,
+        alerts_cmd.register,
+        schemas_cmd.register,
+    ]
 
 
 def build_parser() -> argparse.ArgumentParser:
