@@ -174,6 +174,9 @@ def build_condition(raw: YMap) -> Condition | Problems:
     else:
         selects = lambda ev: all(c(ev) for c in checks)  # noqa: E731
     text = json.dumps(raw, sort_keys=True, default=str)
-    head = str(raw["site"]).split("/", 1)[0] if "site" in raw else None
-    literal_head = head if head and not any(ch in head for ch in "*?") else None
-    return Condition(kind=kind, selects=selects, holds=holds, text=text, site_head=literal_head)
+    literal: list[str] = []
+    for segment in str(raw.get("site", "")).split("/")[:2]:
+        if not segment or any(ch in segment for ch in "*?"):
+            break
+        literal.append(segment)
+    return Condition(kind=kind, selects=selects, holds=holds, text=text, site_prefix="/".join(literal))

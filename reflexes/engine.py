@@ -43,25 +43,36 @@ def alert_id(reflex: str, group: str, window_start: float, action: int) -> str:
 
 
 Entries = list[tuple["_Plan", list[tuple[int, Condition]]]]
+_EMPTY: Entries = []
 
 
-def _by_head(conds_of: Entries, kind: str | None) -> dict[str | None, Entries]:
-    """For one kind (None: events of a kind no condition names), the entries per literal first site
-    segment, plus the entries under None for any other segment."""
+def _compatible(prefix: str, key: str) -> bool:
+    """Whether a condition whose site glob starts with the literal `prefix` can match a site under `key`
+    (`key` is the site's first one or two segments as known to the index, "" when unknown)."""
+    return prefix == "" or key == prefix or key.startswith(prefix + "/")
+
+
+def _by_head(conds_of: Entries, kind: str | None) -> dict[str, Entries]:
+    """For one kind (None: events of a kind no condition names), the entries to test for a site, by the
+    site's first two segments, first segment, or "" — each holding only conditions that can match there."""
     relevant: Entries = []
     for plan, conds in conds_of:
         mine = [(i, c) for i, c in conds if c.kind is None or c.kind == kind]
         if mine:
             relevant.append((plan, mine))
-    heads = {c.site_head for _, conds in relevant for _, c in conds if c.site_head is not None}
-    index: dict[str | None, Entries] = {}
-    for head in (*sorted(heads), None):
+    keys = {""}
+    for _, conds in relevant:
+        for _, c in conds:
+            parts = c.site_prefix.split("/") if c.site_prefix else []
+            keys.update("/".join(parts[: n + 1]) for n in range(len(parts)))
+    index: dict[str, Entries] = {}
+    for key in sorted(keys):
         entries: Entries = []
         for plan, conds in relevant:
-            fit = [(i, c) for i, c in conds if c.site_head is None or c.site_head == head]
+            fit = [(i, c) for i, c in conds if _compatible(c.site_prefix, key)]
             if fit:
                 entries.append((plan, fit))
-        index[head] = entries
+        index[key] = entries
     return index
 
 
@@ -190,8 +201,13 @@ class Engine:
                     out = self._run_due(wm)
         store = self.store
         heads = self._by_kind.get(ev.kind, self._wild)
-        entries = heads.get(ev.site.partition("/")[0])
-        for plan, conds in heads[None] if entries is None else entries:
+        prefixes = self._site_prefixes(ev.site)
+        entries = heads.get(prefixes[1]) if len(prefixes) > 1 else None
+        if entries is None:
+            entries = heads.get(prefixes[0])
+            if entries is None:
+                entries = heads[""]
+        for plan, conds in entries:
             which: list[int] | None = None
             missed = False
             for i, c in conds:
@@ -209,7 +225,6 @@ class Engine:
             if level is None:
                 group, site = ev.sensor, ev.site
             else:
-                prefixes = self._site_prefixes(ev.site)
                 if len(prefixes) <= level:
                     continue
                 group = site = prefixes[level]

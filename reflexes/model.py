@@ -27,7 +27,7 @@ class Condition:
     selects: Callable[[Any], bool]  # selectors other than kind (kind is matched by the engine's index)
     holds: Callable[[Any], bool]  # the predicate; always true when the condition has none
     text: str  # canonical description, for fingerprints and messages
-    site_head: str | None = None  # the literal first segment of the site glob, for the engine's index
+    site_prefix: str = ""  # the glob's literal first one or two segments ("d1", "d1/c3"), for the engine's index
 
 
 @dataclass(frozen=True, eq=False)

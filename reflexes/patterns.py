@@ -7,52 +7,16 @@ than `watermark − within` are evicted: no event that can still be applied coul
 
 from __future__ import annotations
 
-from bisect import bisect_left, bisect_right
 from typing import Any
 
 from reflexes.model import Absent, Aggregate, AllOf, Change, Count, Distinct, Held, Pattern, Sequence, Single
-from reflexes.windows import ValueWindow
+from reflexes.windows import Moments, ValueWindow
 
 Hit = tuple[float, list[str]]
 # A hit with no evidence means "the pattern still holds" without a new firing (a `for` run that already
 # fired): it keeps a `clear` from closing the alert while the condition lasts.
 
-MAX_WINDOW_ENTRIES = 4096  # per window; bounds memory per group whatever the event rate
 MAX_EVIDENCE = 32
-
-
-def _ts(e: list[Any]) -> float:
-    return float(e[0])
-
-
-def _insert(entries: list[list[Any]], entry: list[Any]) -> bool:
-    """Insert [ts, id] in time order; False (and nothing changes) when that event is already there, so that
-    applying an event twice — a redelivery, a replay after a crash — changes no window."""
-    ts, event_id = entry
-    i = bisect_left(entries, ts, key=_ts)
-    while i < len(entries) and entries[i][0] == ts:
-        if entries[i][1] == event_id:
-            return False
-        i += 1
-    if i == len(entries):
-        entries.append(entry)  # the common case: events arrive in time order
-    else:
-        entries.insert(i, entry)
-    if len(entries) > MAX_WINDOW_ENTRIES:
-        del entries[0]
-    return True
-
-
-def _evict(entries: list[list[Any]], horizon: float) -> None:
-    if entries and entries[0][0] < horizon:
-        del entries[: bisect_left(entries, horizon, key=lambda e: e[0])]
-
-
-def _span(entries: list[list[Any]], lo: float, hi: float) -> list[list[Any]]:
-    """Entries with lo ≤ ts ≤ hi."""
-    i = bisect_left(entries, lo, key=lambda e: e[0])
-    j = bisect_right(entries, hi, key=lambda e: e[0])
-    return entries[i:j]
 
 
 class Evaluator:
@@ -109,52 +73,56 @@ class HeldEval(Evaluator):
 
 
 class AllEval(Evaluator):
-    """`all`: w = one time-ordered list of [ts, id] per condition."""
+    """`all`: w = one `Moments` (time-ordered matches) per condition."""
 
     def __init__(self, pattern: AllOf | Sequence, within: float | None) -> None:
         super().__init__(pattern, within)
         self.n = len(pattern.conds)
-        self.fresh = False  # whether the event being applied added anything (False for a duplicate)
 
-    def _lists(self, state: dict[str, Any], ev: Any, which: list[int], wm: float) -> list[list[list[Any]]]:
-        lists: list[list[list[Any]]] = state.setdefault("w", [[] for _ in range(self.n)])
-        horizon = wm - self.within
-        self.fresh = False
+    def _moments(self, state: dict[str, Any], ev: Any, which: list[int], wm: float) -> list[Moments] | None:
+        """The windows after adding the event; None when it was already applied."""
+        raw: list[dict[str, Any]] = state.setdefault("w", [{} for _ in range(self.n)])
+        lists = [Moments(w) for w in raw]
+        fresh = False
         for i in which:
-            self.fresh |= _insert(lists[i], [ev.ts, ev.id])
-        for entries in lists:
-            _evict(entries, horizon)
-        return lists
+            fresh |= lists[i].insert(ev.ts, ev.id)
+        horizon = wm - self.within
+        for m in lists:
+            m.evict_before(horizon)
+        return lists if fresh else None
 
     def match(self, state: dict[str, Any], ev: Any, which: list[int], wm: float) -> Hit | None:
-        lists = self._lists(state, ev, which, wm)
-        if not self.fresh:
+        lists = self._moments(state, ev, which, wm)
+        if lists is None:
             return None
         t, d = ev.ts, self.within
-        if all(not entries or entries[-1][0] <= t for entries in lists):
+        if all(not m.t or m.t[-1] <= t for m in lists):
             # In-order fast path: the event is the newest, so the best partner of each condition is its latest.
-            latest: list[list[Any]] = []
-            for i, entries in enumerate(lists):
+            chosen: list[tuple[float, str]] = []
+            for i, m in enumerate(lists):
                 if i in which:
-                    latest.append([t, ev.id])
-                elif not entries or entries[-1][0] < t - d:
+                    chosen.append((t, ev.id))
+                elif not m.t or m.t[-1] < t - d:
                     return None
                 else:
-                    latest.append(entries[-1])
-            return min(c[0] for c in latest), [c[1] for c in latest]
-        starts = sorted({e[0] for entries in lists for e in _span(entries, t - d, t)} | {t})
-        for s in starts:
-            chosen: list[list[Any]] = []
-            for i, entries in enumerate(lists):
+                    chosen.append((m.t[-1], m.i[-1]))
+            return min(c[0] for c in chosen), [c[1] for c in chosen]
+        starts: set[float] = {t}
+        for m in lists:
+            a, b = m.span(t - d, t)
+            starts.update(m.t[a:b])
+        for start in sorted(starts):
+            picked: list[tuple[float, str]] = []
+            for i, m in enumerate(lists):
                 if i in which:
-                    chosen.append([t, ev.id])
+                    picked.append((t, ev.id))
                     continue
-                inside = _span(entries, s, s + d)
-                if not inside:
+                a, b = m.span(start, start + d)
+                if a == b:
                     break
-                chosen.append(inside[-1])
+                picked.append((m.t[b - 1], m.i[b - 1]))
             else:
-                return min(c[0] for c in chosen), [c[1] for c in chosen]
+                return min(c[0] for c in picked), [c[1] for c in picked]
         return None
 
 
@@ -162,42 +130,39 @@ class SequenceEval(AllEval):
     """`sequence`: judged when its last step arrives; earlier steps are taken latest-first."""
 
     def match(self, state: dict[str, Any], ev: Any, which: list[int], wm: float) -> Hit | None:
-        lists = self._lists(state, ev, which, wm)
-        if self.n - 1 not in which or not self.fresh:
+        lists = self._moments(state, ev, which, wm)
+        if lists is None or self.n - 1 not in which:
             return None
         t = ev.ts
         prev, chain, used = t, [ev.id], {ev.id}
         for i in range(self.n - 2, -1, -1):
-            step = None
-            for e in reversed(_span(lists[i], t - self.within, prev)):
-                if e[1] not in used:
-                    step = e
-                    break
+            m = lists[i]
+            a, b = m.span(t - self.within, prev)
+            step = next((k for k in range(b - 1, a - 1, -1) if m.i[k] not in used), None)
             if step is None:
                 return None
-            prev = step[0]
-            chain.append(step[1])
-            used.add(step[1])
+            prev = m.t[step]
+            chain.append(m.i[step])
+            used.add(m.i[step])
         chain.reverse()
         return prev, chain
 
 
 class CountEval(Evaluator):
-    """`count`: w = [[ts, id], …] of matches."""
+    """`count`: w = `Moments` of the matches."""
 
     def __init__(self, pattern: Count, within: float | None) -> None:
         super().__init__(pattern, within)
         self.test = pattern.test
 
     def match(self, state: dict[str, Any], ev: Any, which: list[int], wm: float) -> Hit | None:
-        entries: list[list[Any]] = state.setdefault("w", [])
-        if not _insert(entries, [ev.ts, ev.id]):
+        m = Moments(state.setdefault("w", {}))
+        if not m.insert(ev.ts, ev.id):
             return None
-        _evict(entries, wm - self.within)
-        i = bisect_left(entries, ev.ts - self.within, key=_ts)
-        j = bisect_right(entries, ev.ts, key=_ts)
-        if self.test(float(j - i)):
-            return entries[i][0], [e[1] for e in entries[max(i, j - MAX_EVIDENCE) : j]]
+        m.evict_before(wm - self.within)
+        a, b = m.span(ev.ts - self.within, ev.ts)
+        if self.test(float(b - a)):
+            return m.t[a], m.i[max(a, b - MAX_EVIDENCE) : b]
         return None
 
 
@@ -217,7 +182,7 @@ class AggregateEval(Evaluator):
         if not _numeric(ev.value):
             return None
         window = ValueWindow(state.setdefault("w", {}))
-        if not window.insert(ev.ts, ev.value, ev.id):
+        if not window.insert_value(ev.ts, ev.value, ev.id):
             return None
         window.evict_before(wm - self.within)
         i, j = window.span(ev.ts - self.within, ev.ts)
@@ -225,8 +190,7 @@ class AggregateEval(Evaluator):
         fn = self.fn
         value = lo if fn == "min" else hi if fn == "max" else total if fn == "sum" else total / (j - i)
         if self.test(float(value)):
-            e = window.e
-            return e[i][0], [x[2] for x in e[max(i, j - MAX_EVIDENCE) : j]]
+            return window.t[i], window.i[max(i, j - MAX_EVIDENCE) : j]
         return None
 
 
@@ -244,7 +208,7 @@ class ChangeEval(Evaluator):
             return None
         per_sensor: dict[str, dict[str, Any]] = state.setdefault("w", {})
         window = ValueWindow(per_sensor.setdefault(ev.sensor, {}))
-        if not window.insert(ev.ts, v, ev.id):
+        if not window.insert_value(ev.ts, v, ev.id):
             return None
         window.evict_before(wm - self.within)
         i, j = window.span(ev.ts - self.within, ev.ts)
@@ -253,10 +217,10 @@ class ChangeEval(Evaluator):
         if not self.test(float(change)):
             return None
         extreme = lo if self.rise else hi
-        ref = next(x for x in window.e[i:j] if x[1] == extreme)
-        if ref[2] == ev.id:
+        k = i + window.v[i:j].index(extreme)
+        if window.i[k] == ev.id:
             return None
-        return ref[0], [ref[2], ev.id]
+        return window.t[k], [window.i[k], ev.id]
 
 
 class DistinctEval(Evaluator):

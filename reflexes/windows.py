@@ -1,9 +1,10 @@
-"""Time-ordered windows of numeric readings with per-block summaries.
+"""Time-ordered windows kept as parallel lists, so that every search is a C-level bisect on plain floats.
 
-A window is a JSON-able dict `{"e": [[ts, value, id], …], "b": [[min, max, sum], …]}` where block k
-summarises `e[k*BLOCK:(k+1)*BLOCK]`. The min, max and sum of any time span then cost O(BLOCK + n/BLOCK)
-instead of O(n), which is what keeps city-wide windows of thousands of readings cheap per event.
-Entries are evicted from the front in whole blocks only, so the blocks stay aligned.
+`Moments` is a window of matches: `{"t": [ts, …], "i": [event id, …]}`. `ValueWindow` adds the numeric
+values and per-block summaries: `{"t", "i", "v": [value, …], "lo": [min, …], "hi": [max, …], "s": [sum, …]}`
+where entry k of lo/hi/s summarises block k, `v[k*BLOCK:(k+1)*BLOCK]`, so the min, max and sum of any time span cost O(BLOCK + n/BLOCK).
+Both are views over JSON-able dicts (the engine's state), updated in place. Inserting an event id that is
+already there at the same time changes nothing, so applying an event twice is harmless.
 """
 
 from __future__ import annotations
@@ -15,79 +16,129 @@ BLOCK = 64
 MAX_ENTRIES = 4096  # per window; bounds memory per group whatever the event rate
 
 
-def _ts(e: list[Any]) -> float:
-    return float(e[0])
+class Moments:
+    """Times and event ids of the matches in a window, oldest first."""
 
-
-class ValueWindow:
-    """A view over one window's state dict; mutating methods update it in place."""
-
-    __slots__ = ("b", "e")
+    __slots__ = ("i", "t")
 
     def __init__(self, w: dict[str, Any]) -> None:
-        self.e: list[list[Any]] = w.setdefault("e", [])
-        self.b: list[list[float]] = w.setdefault("b", [])
+        self.t: list[float] = w.setdefault("t", [])
+        self.i: list[str] = w.setdefault("i", [])
 
-    def insert(self, ts: float, value: float, event_id: str) -> bool:
-        """Add a reading; False (and nothing changes) when this event id is already in the window."""
-        e, b = self.e, self.b
-        i = bisect_left(e, ts, key=_ts)
-        while i < len(e) and e[i][0] == ts:
-            if e[i][2] == event_id:
-                return False
-            i += 1
-        if not e or e[-1][0] <= ts:
-            e.append([ts, value, event_id])
-            if (len(e) - 1) % BLOCK == 0:
-                b.append([value, value, value])
-            else:
-                blk = b[-1]
-                if value < blk[0]:
-                    blk[0] = value
-                if value > blk[1]:
-                    blk[1] = value
-                blk[2] += value
+    def _position(self, ts: float, event_id: str) -> int | None:
+        """Where (ts, id) goes, or None when it is already there."""
+        t, ids = self.t, self.i
+        if not t or t[-1] < ts:
+            return len(t)
+        k = bisect_left(t, ts)
+        while k < len(t) and t[k] == ts:
+            if ids[k] == event_id:
+                return None
+            k += 1
+        return k
+
+    def insert(self, ts: float, event_id: str) -> bool:
+        """Add a match; False when this event is already in the window."""
+        k = self._position(ts, event_id)
+        if k is None:
+            return False
+        if k == len(self.t):
+            self.t.append(ts)
+            self.i.append(event_id)
         else:
-            pos = bisect_right(e, ts, key=_ts)
-            e.insert(pos, [ts, value, event_id])
-            self._rebuild(pos // BLOCK)
-        if len(e) > MAX_ENTRIES:
-            del e[:BLOCK]
-            del b[0]
+            self.t.insert(k, ts)
+            self.i.insert(k, event_id)
+        if len(self.t) > MAX_ENTRIES:
+            self._drop(len(self.t) - MAX_ENTRIES)
         return True
 
-    def _rebuild(self, first_block: int) -> None:
-        e, b = self.e, self.b
-        del b[first_block:]
-        for k in range(first_block * BLOCK, len(e), BLOCK):
-            values = [x[1] for x in e[k : k + BLOCK]]
-            b.append([min(values), max(values), sum(values)])
+    def _drop(self, n: int) -> None:
+        del self.t[:n]
+        del self.i[:n]
 
     def evict_before(self, horizon: float) -> None:
-        """Drop whole blocks of entries older than `horizon` (seconds)."""
-        e = self.e
-        if e and e[0][0] < horizon:
-            n = bisect_left(e, horizon, key=_ts)
-            n -= n % BLOCK
-            if n:
-                del e[:n]
-                del self.b[: n // BLOCK]
+        """Forget matches older than `horizon` (seconds)."""
+        if self.t and self.t[0] < horizon:
+            self._drop(bisect_left(self.t, horizon))
 
     def span(self, lo: float, hi: float) -> tuple[int, int]:
-        """Index range [i, j) of the entries with lo ≤ ts ≤ hi."""
-        return bisect_left(self.e, lo, key=_ts), bisect_right(self.e, hi, key=_ts)
+        """Index range [a, b) of the matches with lo ≤ ts ≤ hi."""
+        return bisect_left(self.t, lo), bisect_right(self.t, hi)
+
+    def __len__(self) -> int:
+        return len(self.t)
+
+
+class ValueWindow(Moments):
+    """Matches with numeric values and block summaries; evicts whole blocks only, to keep them aligned."""
+
+    __slots__ = ("hi", "lo", "s", "v")
+
+    def __init__(self, w: dict[str, Any]) -> None:
+        super().__init__(w)
+        self.v: list[float] = w.setdefault("v", [])
+        self.lo: list[float] = w.setdefault("lo", [])
+        self.hi: list[float] = w.setdefault("hi", [])
+        self.s: list[float] = w.setdefault("s", [])
+
+    def insert_value(self, ts: float, value: float, event_id: str) -> bool:
+        """Add a reading; False when this event is already in the window."""
+        k = self._position(ts, event_id)
+        if k is None:
+            return False
+        t, v = self.t, self.v
+        if k == len(t):
+            t.append(ts)
+            self.i.append(event_id)
+            v.append(value)
+            if (len(v) - 1) % BLOCK == 0:
+                self.lo.append(value)
+                self.hi.append(value)
+                self.s.append(value)
+            else:
+                if value < self.lo[-1]:
+                    self.lo[-1] = value
+                if value > self.hi[-1]:
+                    self.hi[-1] = value
+                self.s[-1] += value
+        else:
+            t.insert(k, ts)
+            self.i.insert(k, event_id)
+            v.insert(k, value)
+            self._rebuild(k // BLOCK)
+        if len(t) > MAX_ENTRIES:
+            self._drop(BLOCK)
+        return True
+
+    def _drop(self, n: int) -> None:
+        n -= n % BLOCK
+        if n:
+            super()._drop(n)
+            del self.v[:n]
+            blocks = n // BLOCK
+            del self.lo[:blocks]
+            del self.hi[:blocks]
+            del self.s[:blocks]
+
+    def _rebuild(self, first_block: int) -> None:
+        v = self.v
+        del self.lo[first_block:]
+        del self.hi[first_block:]
+        del self.s[first_block:]
+        for k in range(first_block * BLOCK, len(v), BLOCK):
+            chunk = v[k : k + BLOCK]
+            self.lo.append(min(chunk))
+            self.hi.append(max(chunk))
+            self.s.append(sum(chunk))
 
     def summary(self, i: int, j: int) -> tuple[float, float, float]:
         """(min, max, sum) of the values of entries [i, j); j > i."""
-        e, b = self.e, self.b
+        v = self.v
         bi, bj = i // BLOCK, j // BLOCK
-        if bi == bj or bj - bi < 2:
-            values = [x[1] for x in e[i:j]]
-            return min(values), max(values), sum(values)
-        head = [x[1] for x in e[i : (bi + 1) * BLOCK]]
-        tail = [x[1] for x in e[bj * BLOCK : j]]
-        blocks = b[bi + 1 : bj]
-        mins = [blk[0] for blk in blocks] + head + tail
-        maxs = [blk[1] for blk in blocks] + head + tail
-        total = sum(blk[2] for blk in blocks) + sum(head) + sum(tail)
-        return min(mins), max(maxs), total
+        if bj - bi < 2:
+            part = v[i:j]
+            return min(part), max(part), sum(part)
+        head, tail = v[i : (bi + 1) * BLOCK], v[bj * BLOCK : j]
+        lo = min(min(head), min(self.lo[bi + 1 : bj]), min(tail) if tail else head[0])
+        hi = max(max(head), max(self.hi[bi + 1 : bj]), max(tail) if tail else head[0])
+        return lo, hi, sum(head) + sum(self.s[bi + 1 : bj]) + sum(tail)

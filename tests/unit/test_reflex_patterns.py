@@ -473,9 +473,26 @@ def test_absent_clear_counts_from_the_first_match_after_the_silence() -> None:
     ]
 
 
+def test_index_by_kind_and_site_prefix_skips_reflexes_that_cannot_match() -> None:
+    e = engine(
+        "- id: c3\n  tier: brain\n  when: {kind: gas, site: 'd1/c3/**'}\n  then: [{alert: {to: [fire]}}]\n"
+        "- id: d1\n  tier: brain\n  when: {kind: gas, site: 'd1/*/b2'}\n  then: [{alert: {to: [fire]}}]\n"
+        "- id: any\n  tier: brain\n  when: {kind: gas, site: '*/c3/**'}\n  then: [{alert: {to: [fire]}}]\n"
+    )
+    index = e._by_kind["gas"]
+    assert {k: [p.reflex.id for p, _ in v] for k, v in index.items()} == {
+        "": ["any"],
+        "d1": ["d1", "any"],
+        "d1/c3": ["c3", "d1", "any"],
+    }
+    assert [a.reflex for a in alerts(run(e, ev("gas", 1, 1, site="d1/c3/b2")))] == ["c3", "d1", "any"]
+    assert [a.reflex for a in alerts(run(e, ev("gas", 1, 2, sensor="g2", site="d1/c4/b2")))] == ["d1"]
+    assert [a.reflex for a in alerts(run(e, ev("gas", 1, 3, sensor="g3", site="d2/c3/b2")))] == ["any"]
+
+
 def test_index_by_kind_and_district_skips_reflexes_that_cannot_match() -> None:
     e = engine(AGG)  # cold-snap watches temperature only under yuelu/**
     by_head = e._by_kind["temperature"]
     assert [p.reflex.id for p, _ in by_head["yuelu"]] == ["freezer-warm", "cold-snap"]
-    assert [p.reflex.id for p, _ in by_head[None]] == ["freezer-warm"]
+    assert [p.reflex.id for p, _ in by_head[""]] == ["freezer-warm"]
     assert alerts(run(e, ev("temperature", -30, 1, site="other/c1"))) == []

@@ -29,16 +29,17 @@ def test_summary_matches_brute_force(
     for n, o in enumerate(ops):
         if o[0] == "insert":
             _, ts, v = o
-            w.insert(float(ts), float(v), f"e{n}")  # type: ignore[arg-type]
+            w.insert_value(float(ts), float(v), f"e{n}")  # type: ignore[arg-type]
             model.append((float(ts), float(v)))  # type: ignore[arg-type]
         else:
             w.evict_before(float(o[1]))  # type: ignore[arg-type]
     model.sort(key=lambda x: x[0])
-    assert [e[0] for e in w.e] == [m[0] for m in model[len(model) - len(w.e) :]]
-    assert len(w.b) == math.ceil(len(w.e) / BLOCK)
+    assert w.t == [m[0] for m in model[len(model) - len(w.t) :]]
+    assert len(w.v) == len(w.i) == len(w.t)
+    assert len(w.lo) == len(w.hi) == len(w.s) == math.ceil(len(w.t) / BLOCK)
     for lo, width in queries:
         i, j = w.span(lo, lo + width)
-        values = [e[1] for e in w.e[i:j]]
+        values = w.v[i:j]
         if not values:
             continue
         mn, mx, total = w.summary(i, j)
@@ -49,8 +50,9 @@ def test_summary_matches_brute_force(
 def test_eviction_keeps_blocks_aligned_and_bounded() -> None:
     w = ValueWindow({})
     for k in range(10 * BLOCK + 5):
-        w.insert(float(k), float(k % 7), str(k))
+        w.insert_value(float(k), float(k % 7), str(k))
+    assert not w.insert_value(5.0, 5.0, "5")  # the same event again changes nothing
     w.evict_before(3.5 * BLOCK)
-    assert w.e[0][0] == 3 * BLOCK  # whole blocks only
+    assert w.t[0] == 3 * BLOCK  # whole blocks only
     i, j = w.span(0, 1e9)
     assert w.summary(i, j) == (0.0, 6.0, sum(float(k % 7) for k in range(3 * BLOCK, 10 * BLOCK + 5)))
