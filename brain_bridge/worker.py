@@ -31,6 +31,7 @@ from brain_bridge.config import BrainConfig
 from brain_bridge.routing import Routing
 from brain_bridge.store import TableStore
 from reflexes import Engine, RuleSet, RuleSetError
+from reflexes.deployment import decode_deployment
 from reflexes.engine import Output
 from reflexes.loader import load_rules_sources
 from schemas import Alert, Command, DeadLetter, SchemaError, SensorEvent
@@ -219,24 +220,22 @@ class Brain:
             await asyncio.sleep(1.0)  # back off before reconnecting to the rules topic
 
     def _consider(self, key: bytes | None, value: bytes | None) -> None:
-        if value is None or key is None or key.decode() != self.config.rule_set:
+        if value is None or key is None or key.decode(errors="replace") != self.config.rule_set:
             return
         try:
-            deployed = orjson.loads(value)
-            version = int(deployed["version"])
-            sources = [(str(name), str(text)) for name, text in deployed["files"]]
-        except (orjson.JSONDecodeError, KeyError, TypeError, ValueError):
-            log.error("malformed rule set on the rules topic ignored")
+            deployed = decode_deployment(value)
+        except ValueError as e:
+            log.error("rules topic: %s", e)
             return
-        if version <= self.version:
+        if deployed.version <= self.version:
             return
         try:
-            rules = load_rules_sources(sources).tier("brain")
+            rules = load_rules_sources(list(deployed.files)).tier("brain")
         except RuleSetError as e:
-            log.error("rule set version %s refused: %s", version, e)
+            log.error("rule set version %s refused: %s", deployed.version, e)
             return
         if partition_level(rules) < self.level:
-            log.error("rule set version %s needs events grouped by a coarser level; restart the workers", version)
+            log.error("rule set version %s needs events grouped by a coarser level; restart the workers", deployed.version)
             return
-        self.rules, self.version = rules, version
-        log.info("rules version %s received (%s brain reflexes)", version, len(rules.reflexes))
+        self.rules, self.version = rules, deployed.version
+        log.info("rules version %s received (%s brain reflexes, sha256 %s)", deployed.version, len(rules.reflexes), deployed.sha256[:12])

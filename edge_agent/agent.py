@@ -16,6 +16,9 @@ import time
 from collections import OrderedDict
 from pathlib import Path
 
+from aiokafka import AIOKafkaConsumer
+from aiokafka.errors import KafkaError
+
 from edge_agent.config import EdgeConfig
 from edge_agent.downlink import CommandLedger, Downlink
 from edge_agent.ingest import Decoder, Rejected, TopicTemplate
@@ -23,8 +26,10 @@ from edge_agent.mqtt_link import Inbound, MqttLink
 from edge_agent.spool import Priority, Spool, SpoolRecord
 from edge_agent.telemetry import EdgeMetrics
 from edge_agent.uplink import Uplink
-from reflexes import Engine, RuleSet
+from reflexes import Engine, RuleSet, RuleSetError
+from reflexes.deployment import decode_deployment
 from reflexes.engine import Output
+from reflexes.loader import load_rules_sources
 from schemas import Command, SensorEvent
 
 log = logging.getLogger("nerve.edge")
@@ -210,6 +215,54 @@ class EdgeAgent:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), TICK_S)
 
+    # ------------------------------------------------------------ hot reload
+    async def _follow_rules(self, stop: asyncio.Event) -> None:
+        """Read the compacted rules topic (no consumer group) and switch to each newer version."""
+        version = 0
+        while not stop.is_set():
+            consumer = AIOKafkaConsumer(
+                self.config.topic("rules"),
+                bootstrap_servers=self.config.kafka.bootstrap,
+                auto_offset_reset="earliest",
+                group_id=None,
+                metadata_max_age_ms=5000,
+            )
+            try:
+                await consumer.start()
+                while not stop.is_set():
+                    for records in (await consumer.getmany(timeout_ms=500)).values():
+                        for msg in records:
+                            version = self._consider_rules(msg.key, msg.value, version)
+            except KafkaError as e:
+                log.warning("rules topic unreachable; retrying", extra={"error": repr(e)})
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(stop.wait(), 5.0)
+            finally:
+                await consumer.stop()
+
+    def _consider_rules(self, key: bytes | None, value: bytes | None, version: int) -> int:
+        if key is None or value is None or key.decode(errors="replace") != self.config.rule_set:
+            return version
+        try:
+            deployed = decode_deployment(value)
+            if deployed.version <= version:
+                return version
+            rules = load_rules_sources(list(deployed.files))
+        except (ValueError, RuleSetError) as e:
+            log.error("rule set on the rules topic refused; keeping the running one", extra={"error": str(e)})
+            return version
+        dropped = self.engine.reload(rules)
+        log.info(
+            "rules version received",
+            extra={
+                "version": deployed.version,
+                "sha256": deployed.sha256[:12],
+                "reflexes": len(self.engine.rules.reflexes),
+                "state_dropped": dropped,
+            },
+        )
+        return deployed.version
+
     # ------------------------------------------------------------ lifecycle
     async def run(self, stop: asyncio.Event, ready: asyncio.Event | None = None) -> None:
         cfg = self.config
@@ -240,6 +293,7 @@ class EdgeAgent:
             asyncio.create_task(self.uplink.run(stop), name="uplink"),
             asyncio.create_task(downlink.run(stop), name="downlink"),
             asyncio.create_task(self._tick(stop), name="tick"),
+            asyncio.create_task(self._follow_rules(stop), name="rules"),
         ]
         await self.mqtt.connected.wait()
         self.metrics.mqtt_connected.set(1)

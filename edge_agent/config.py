@@ -224,6 +224,9 @@ class EdgeConfig(BaseSettings):
     dedup_window: Annotated[int, Field(ge=0)] = Field(
         default=100_000, description="Recent event ids remembered; 0 disables."
     )
+    rule_set: Name = Field(
+        default="city", description="The rule set followed on <prefix>rules for hot reload (edge tier)."
+    )
 
     @classmethod
     def settings_customise_sources(

@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import hashlib
 import os
 import sys
 import time
@@ -70,10 +69,11 @@ def run_command(args: argparse.Namespace) -> int:
 
 
 async def _deploy(args: argparse.Namespace, sources: list[tuple[str, str]]) -> int:
-    import orjson
     from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
     from aiokafka.admin import AIOKafkaAdminClient, NewTopic
     from aiokafka.errors import KafkaError, TopicAlreadyExistsError
+
+    from reflexes.deployment import Deployment, decode_deployment, digest
 
     topic = args.prefix + "rules"
     admin = AIOKafkaAdminClient(bootstrap_servers=args.bootstrap)
@@ -97,13 +97,12 @@ async def _deploy(args: argparse.Namespace, sources: list[tuple[str, str]]) -> i
             while await consumer.position(tp) < end:
                 for msg in (await consumer.getmany(tp, timeout_ms=1000)).get(tp, []):
                     if msg.key == args.name.encode() and msg.value:
-                        latest = max(latest, int(orjson.loads(msg.value)["version"]))
+                        latest = max(latest, decode_deployment(msg.value).version)
         finally:
             await consumer.stop()
-        digest = hashlib.sha256(orjson.dumps(sources)).hexdigest()
         version = latest + 1
-        payload = orjson.dumps({"name": args.name, "version": version, "files": sources,
-                                "sha256": digest, "deployed_at": time.time()})
+        sha = digest(sources)
+        payload = Deployment(args.name, version, tuple(sources), sha, time.time()).to_json()
         producer = AIOKafkaProducer(bootstrap_servers=args.bootstrap, acks="all", enable_idempotence=True)
         await producer.start()
         try:
@@ -113,7 +112,7 @@ async def _deploy(args: argparse.Namespace, sources: list[tuple[str, str]]) -> i
     except KafkaError as e:
         print(f"Kafka at {args.bootstrap} did not take the rule set: {e}", file=sys.stderr)
         return 1
-    print(f"deployed rule set '{args.name}' version {version} ({len(sources)} file(s), sha256 {digest[:12]}) to {topic}")
+    print(f"deployed rule set '{args.name}' version {version} ({len(sources)} file(s), sha256 {sha[:12]}) to {topic}")
     return 0
 
 

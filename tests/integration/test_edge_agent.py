@@ -244,3 +244,51 @@ async def test_ingest_resumes_after_a_mosquitto_restart(gateway: Gateway, probe:
         assert wanted <= {orjson.loads(r[3])["id"] for r in records}
     finally:
         after.close()
+
+
+def test_a_deployed_rule_set_reaches_the_running_agent(
+    gateway: Gateway, probe: MqttProbe, tmp_path: Path
+) -> None:
+    import subprocess
+    import sys
+
+    from tests.integration.edge_kit import RULES
+
+    gateway.start()
+    uid = gateway.uid
+    deploy = tmp_path / "deploy"
+    deploy.mkdir()
+    (deploy / "rules.yaml").write_text(
+        RULES + "  - id: basement-water\n    tier: edge\n    when: {kind: water_level, value: '> 5'}\n"
+        "    then: [{actuate: {kind: pump, command: start}}]\n"
+    )
+    command = [
+        sys.executable,
+        "-m",
+        "nerve_cli",
+        "rules",
+        "deploy",
+        str(deploy),
+        "--prefix",
+        gateway.prefix,
+        "--bootstrap",
+        gateway.kafka,
+    ]
+    done = subprocess.run(command, capture_output=True, text=True, timeout=60, check=False)
+    assert done.returncode == 0, done.stderr
+    assert "version 1" in done.stdout
+    wait_until(
+        lambda: '"rules version received"' in gateway.log.read_text(), 20, "the agent to load version 1"
+    )
+    probe.publish(f"{uid}/f0/r1/w-1/water_level", b"9")
+    wait_until(lambda: bool(probe.on(f"{uid}/cmd/{gateway.site}/f0/r1/pump")), 10, "the new reflex's command")
+    (deploy / "rules.yaml").write_text(
+        "version: 1\nreflexes:\n  - id: broken\n    tier: edge\n    when: {kind: [\n"
+    )
+    refused = subprocess.run(command, capture_output=True, text=True, timeout=60, check=False)
+    assert refused.returncode == 1
+    assert "not deployed" in refused.stderr
+    probe.publish(f"{uid}/f0/r2/w-2/water_level", b"9")  # the running version still acts
+    wait_until(
+        lambda: bool(probe.on(f"{uid}/cmd/{gateway.site}/f0/r2/pump")), 10, "the kept version's command"
+    )
