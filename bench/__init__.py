@@ -1,0 +1,1 @@
+"""Benchmarks of Nerve's parts (engine, edge, brain); each writes `bench/<name>-report.{json,md}`."""
