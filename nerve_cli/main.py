@@ -15,7 +15,15 @@ Register = Callable[["argparse._SubParsersAction[argparse.ArgumentParser]"], Non
 
 
 def _registrars() -> list[Register]:
-    from nerve_cli import alerts_cmd, brain_cmd, edge_cmd, replay_cmd, rules_cmd, schemas_cmd
+    from nerve_cli import (
+        alerts_cmd,
+        brain_cmd,
+        edge_cmd,
+        replay_cmd,
+        rules_cmd,
+        schemas_cmd,
+        simulate_cmd,
+    )
 
     return [
         rules_cmd.register,
@@ -23,6 +31,7 @@ def _registrars() -> list[Register]:
         edge_cmd.register,
         brain_cmd.register,
         alerts_cmd.register,
+        simulate_cmd.register,
         schemas_cmd.register,
     ]
 
