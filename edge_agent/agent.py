@@ -114,8 +114,11 @@ class EdgeAgent:
                 payload = stamped.to_json()
                 for department in stamped.departments:
                     mqtt.publish(cfg.mqtt.alert_topic.format(department=department), payload)
-                records.append(
-                    SpoolRecord(Priority.URGENT, cfg.topic("alerts"), stamped.group.encode(), payload)
+                key = stamped.group.encode()
+                records.append(SpoolRecord(Priority.URGENT, cfg.topic("alerts"), key, payload))
+                records.extend(  # the departments the reflex names hear it on their own topics too
+                    SpoolRecord(Priority.URGENT, cfg.topic(f"alerts.{d}"), key, payload)
+                    for d in stamped.departments
                 )
                 self.metrics.alerts.labels(status=stamped.status).inc()
 

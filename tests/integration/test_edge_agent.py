@@ -81,6 +81,8 @@ async def test_gas_reading_closes_the_valve_in_milliseconds(
     gas = [r for r in records if r[0].endswith(".events") and b'"kind":"gas"' in r[3]]
     assert {r[2] for r in gas} == {gateway.site.encode()}  # keyed by the building path
     assert sum(1 for r in records if r[0].endswith(".alerts")) == 5
+    fire = await read_topics(gateway.kafka, [gateway.prefix + "alerts.fire"], lambda rs: len(rs) >= 5, 30)
+    assert {orjson.loads(r[3])["reflex"] for r in fire} == {"gas-leak"}  # the department hears it directly
 
 
 BAD_PAYLOADS = {
