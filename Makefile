@@ -1,6 +1,6 @@
 # Test and local-broker commands; the scripts under scripts/ say what they do and which variables they read.
 
-.PHONY: test replay brokers-start brokers-stop brokers-status
+.PHONY: test demo replay brokers-start brokers-stop brokers-status
 
 # make test PYTEST_ARGS="-k smoke -x" passes arguments on to pytest.
 test:
@@ -15,6 +15,10 @@ brokers-stop:
 brokers-status:
 	bash scripts/brokers.sh status
 
-# The README's first command until `nerve demo` exists: the example city rules, tested and replayed.
+# The README's first command: the whole arc on one machine. make demo DEMO_ARGS=--quick for the short one.
+demo:
+	bash scripts/demo.sh $(DEMO_ARGS)
+
+# The example city rules, tested and replayed through both tiers, no brokers needed.
 replay:
 	bash scripts/replay.sh

@@ -18,6 +18,7 @@ def _registrars() -> list[Register]:
     from nerve_cli import (
         alerts_cmd,
         brain_cmd,
+        demo_cmd,
         edge_cmd,
         replay_cmd,
         rules_cmd,
@@ -32,6 +33,7 @@ def _registrars() -> list[Register]:
         brain_cmd.register,
         alerts_cmd.register,
         simulate_cmd.register,
+        demo_cmd.register,
         schemas_cmd.register,
     ]
 
