@@ -1,0 +1,214 @@
+"""The raw MQTT round trip, and the tools the edge benchmark shares with it: paho clients on their own
+network threads, paced publishing and latency percentiles.
+
+    python -m bench.mqtt_baseline [--rate 5000] [--count 50000] [--host 127.0.0.1] [--port 1883]
+
+One paho publisher and one paho subscriber (separate clients, QoS 1) on one topic in this process, so
+`time.perf_counter` is one clock: latency runs from the publish call to the subscriber's on_message.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import threading
+import time
+import uuid
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import paho.mqtt.client as mqtt
+from paho.mqtt.enums import CallbackAPIVersion
+
+OnMessage = Callable[[float, mqtt.MQTTMessage], None]
+PAYLOAD = b'{"id":"raw-0000000","value":1,"ts":1764060000.123456}'  # the size of a bench trigger event
+GRACE_S = 5.0  # how long to wait for the last messages of a paced run
+
+
+def percentiles(samples_s: Sequence[float]) -> dict[str, float]:
+    """p50/p90/p99/p99.9/max/mean of latencies given in seconds, in milliseconds (nearest rank)."""
+    if not samples_s:
+        return {"n": 0}
+    s = sorted(samples_s)
+    n = len(s)
+
+    def rank(q: float) -> float:
+        return round(s[min(n - 1, int(q * n))] * 1e3, 3)
+
+    return {
+        "n": n,
+        "p50_ms": rank(0.5),
+        "p90_ms": rank(0.9),
+        "p99_ms": rank(0.99),
+        "p999_ms": rank(0.999),
+        "max_ms": round(s[-1] * 1e3, 3),
+        "mean_ms": round(sum(s) / n * 1e3, 3),
+    }
+
+
+class Client:
+    """A connected paho client (MQTT 3.1.1) on its own network thread; `on_message` gets the receipt
+    time (perf_counter seconds) first; `acked` counts PUBACKs of our QoS 1 publishes.
+
+    paho's in-flight limit is off by default (`max_inflight=0`): with a limit, paho 2.2 walks every
+    unacknowledged message on each PUBACK (O(in flight) per ack, which capped a flood at ~3k msg/s on one
+    core) and can leave messages it queued at the limit unsent for good when another thread publishes.
+    `flood` bounds what is in flight itself, far below the 65,535 packet ids."""
+
+    def __init__(
+        self,
+        host: str,
+        port: int,
+        name: str,
+        *,
+        subscribe: Sequence[str] = (),
+        on_message: OnMessage | None = None,
+        max_inflight: int = 0,
+    ) -> None:
+        self.acked = 0
+        self._max_inflight = max_inflight
+        self._on_message = on_message
+        self._subscribed = threading.Event()
+        self._connected = threading.Event()
+        c = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=f"bench-{name}-{uuid.uuid4().hex[:8]}")
+        c.max_inflight_messages_set(max_inflight)
+        c.max_queued_messages_set(0)
+        c.on_connect = lambda *_: self._connected.set()
+        c.on_subscribe = lambda *_: self._subscribed.set()
+        c.on_publish = self._on_publish
+        c.on_message = self._deliver
+        c.connect(host, port, keepalive=60)
+        c.loop_start()
+        if not self._connected.wait(10):
+            raise RuntimeError(f"MQTT {host}:{port}: no CONNACK within 10 s")
+        if subscribe:
+            c.subscribe([(t, 1) for t in subscribe])
+            if not self._subscribed.wait(10):
+                raise RuntimeError(f"MQTT {host}:{port}: no SUBACK for {list(subscribe)} within 10 s")
+        self.paho = c
+
+    def _deliver(self, client: mqtt.Client, userdata: Any, msg: mqtt.MQTTMessage) -> None:
+        t = time.perf_counter()
+        if self._on_message is not None:
+            self._on_message(t, msg)
+
+    def _on_publish(self, client: mqtt.Client, userdata: Any, mid: int, reason: Any, props: Any) -> None:
+        self.acked += 1  # only the network thread writes it
+
+    def publish(self, topic: str, payload: bytes) -> None:
+        self.paho.publish(topic, payload, qos=1)
+
+    def flood(
+        self, messages: Sequence[tuple[str, bytes]], window: int = 4000, timeout_s: float = 300
+    ) -> float:
+        """Publish `messages` as fast as the broker acknowledges them, at most `window` unacknowledged;
+        returns the seconds until the last PUBACK."""
+        if 0 < self._max_inflight <= window:
+            raise ValueError(f"window {window} must stay below max_inflight {self._max_inflight}")
+        base = self.acked
+        t0 = time.perf_counter()
+        deadline = time.monotonic() + timeout_s
+        publish, sleep = self.paho.publish, time.sleep
+        for sent, (topic, payload) in enumerate(messages):
+            while sent - (self.acked - base) >= window:
+                if time.monotonic() > deadline:
+                    raise TimeoutError(
+                        f"{self.acked - base} of {sent} publishes acknowledged in {timeout_s:.0f} s"
+                    )
+                sleep(0.0002)
+            publish(topic, payload, qos=1)
+        if not wait_for(
+            lambda: self.acked - base >= len(messages), max(0.0, deadline - time.monotonic()), 0.002
+        ):
+            raise TimeoutError(
+                f"{self.acked - base} of {len(messages)} publishes acknowledged in {timeout_s:.0f} s"
+            )
+        return time.perf_counter() - t0
+
+    def close(self) -> None:
+        self.paho.disconnect()
+        self.paho.loop_stop()
+
+
+def paced(count: int, rate: float, send: Callable[[int], None]) -> dict[str, float]:
+    """Call `send(i)` for i in 0..count-1, each at its due time start + i/rate (sleeping, never spinning:
+    a spin would hold the GIL from the network threads whose callbacks take the receipt times).
+    Returns how far the calls lagged their due times, in ms, and the rate achieved."""
+    lags: list[float] = []
+    start = time.perf_counter() + 0.01
+    clock, sleep = time.perf_counter, time.sleep
+    for i in range(count):
+        due = start + i / rate
+        now = clock()
+        if now < due:
+            sleep(due - now)
+            now = clock()
+        lags.append(now - due)
+        send(i)
+    wall = clock() - start
+    p = percentiles(lags)
+    return {
+        "lag_p50_ms": p.get("p50_ms", 0.0),
+        "lag_p99_ms": p.get("p99_ms", 0.0),
+        "lag_max_ms": p.get("max_ms", 0.0),
+        "achieved_per_s": round(count / wall, 1) if wall > 0 else 0.0,
+    }
+
+
+def wait_for(condition: Callable[[], bool], timeout_s: float, every_s: float = 0.02) -> bool:
+    """Poll `condition` for up to `timeout_s` seconds; True if it became true."""
+    deadline = time.monotonic() + timeout_s
+    while not condition():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(every_s)
+    return True
+
+
+def raw_round_trip(host: str, port: int, topic: str, rate: float, count: int) -> dict[str, Any]:
+    """Publish `count` messages at `rate`/s on `topic` (QoS 1) and time each to the subscriber."""
+    sent = [0.0] * count
+    got: list[tuple[float, int]] = []
+
+    def on_message(t: float, msg: mqtt.MQTTMessage) -> None:
+        got.append((t, int.from_bytes(msg.payload[:4], "big")))
+
+    sub = Client(host, port, "raw-sub", subscribe=[topic], on_message=on_message)
+    pub = Client(host, port, "raw-pub")
+    try:
+        body = PAYLOAD[4:]
+
+        def send(i: int) -> None:
+            payload = i.to_bytes(4, "big") + body
+            sent[i] = time.perf_counter()
+            pub.publish(topic, payload)
+
+        pace = paced(count, rate, send)
+        wait_for(lambda: len(got) >= count, GRACE_S)
+    finally:
+        sub.close()
+        pub.close()
+    latencies = [t - sent[i] for t, i in got if 0 <= i < count]
+    return {
+        "rate": rate,
+        "count": count,
+        "received": len(got),
+        "latency": percentiles(latencies),
+        "pace": pace,
+    }
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m bench.mqtt_baseline", description=__doc__.split("\n")[0])
+    ap.add_argument("--host", default="127.0.0.1")
+    ap.add_argument("--port", type=int, default=1883)
+    ap.add_argument("--rate", type=float, default=5000.0, help="messages per second")
+    ap.add_argument("--count", type=int, default=50_000)
+    args = ap.parse_args(argv)
+    topic = f"bench-raw-{uuid.uuid4().hex[:8]}/rt"
+    print(json.dumps(raw_round_trip(args.host, args.port, topic, args.rate, args.count), indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
