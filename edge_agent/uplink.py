@@ -50,6 +50,7 @@ class Uplink:
             "max_batch_size": 256 * 1024,
         }
         self.batch = batch
+        self._request_timeout_s = request_timeout_ms / 1000
         self._on_connected = on_connected
         self._on_delivered = on_delivered
         self._producer: AIOKafkaProducer | None = None
@@ -82,11 +83,21 @@ class Uplink:
     async def _send(
         self, producer: AIOKafkaProducer, batch: list[tuple[SpoolId, SpoolRecord]]
     ) -> list[SpoolId]:
-        """Send a batch; returns the ids Kafka acknowledged, raises UplinkError if none got through."""
-        futures = []
-        for _, rec in batch:
-            futures.append(await producer.send(rec.topic, rec.value, key=rec.key))
-        results = await asyncio.gather(*futures, return_exceptions=True)
+        """Send a batch; returns the ids Kafka acknowledged, raises UplinkError if none got through.
+
+        A batch that Kafka has not acknowledged within the request timeout (plus a little) counts as failed:
+        the broker is gone, and the records stay spooled to be sent again (ids make the repeats harmless).
+        """
+        limit_s = self._request_timeout_s + 2.0
+
+        async def deliver() -> list[object]:
+            futures = [await producer.send(rec.topic, rec.value, key=rec.key) for _, rec in batch]
+            return list(await asyncio.gather(*futures, return_exceptions=True))
+
+        try:
+            results = await asyncio.wait_for(deliver(), limit_s)
+        except TimeoutError:
+            raise UplinkError(f"no acknowledgement from Kafka within {limit_s:.0f} s") from None
         done = [sid for (sid, _), r in zip(batch, results, strict=True) if not isinstance(r, BaseException)]
         failed = [r for r in results if isinstance(r, BaseException)]
         if failed and not done:

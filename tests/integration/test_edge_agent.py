@@ -145,7 +145,7 @@ async def test_uplink_outage_spools_everything_and_sends_alerts_first(
     launcher("stop", "kafka")
     try:
         wait_until(
-            lambda: gateway.metric("nerve_edge_kafka_connected") == 0, 30, "the agent to notice the outage"
+            lambda: gateway.metric("nerve_edge_kafka_connected") == 0, 60, "the agent to notice the outage"
         )
         n = 20_000
         infos = [
