@@ -193,12 +193,12 @@ def test_persistent_session_keeps_messages_while_subscriber_is_offline(
         subscriber.connect()
 
         assert subscriber.session_present is True
-        first, fresh = set(payloads(0, 10)), []
+        first, fresh = set(payloads(0, 10)), list[bytes]()
         while len(fresh) < MESSAGES:
             (message,) = subscriber.receive(1)
             # QoS 1 is at least once: what was not yet acknowledged at the disconnect may come again first.
             if message.payload not in first:
-                fresh.append(message.payload)
+                fresh.append(bytes(message.payload))
         assert fresh == payloads(10, MESSAGES)
         subscriber.disconnect()
     finally:
