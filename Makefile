@@ -15,7 +15,9 @@ brokers-stop:
 brokers-status:
 	bash scripts/brokers.sh status
 
-# The README's first command: the whole arc on one machine. make demo DEMO_ARGS=--quick for the short one.
+# The README's first command: the whole arc on one machine, the scenarios that fire within a minute.
+# make demo DEMO_ARGS= runs every scenario (flooding, entrapment, a silent gateway: about fifteen minutes).
+DEMO_ARGS ?= --quick
 demo:
 	bash scripts/demo.sh $(DEMO_ARGS)
 
