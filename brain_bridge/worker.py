@@ -3,8 +3,18 @@
 Topology (all topics with `partitions` partitions):
 
     nerve.events ──(re-keyed by the coarsest `per` level, when coarser than building)──▶ engine agent
-    <app>-clock  ── ticks (wall-clock watermark), acks and rule reloads, one per partition ──▶ engine agent
+    <app>-clock  ── ticks (wall-clock watermark) and acks, one per partition ──▶ engine agent
     engine agent ──▶ nerve.alerts, nerve.alerts.<department>, nerve.commands, nerve.deadletter
+
+A watermark must never pass an event that is still on its way, or that event is dropped as late:
+- a tick moves the watermark of a partition to the wall clock only when its events are all applied (its
+  offset has reached the partition's high-water mark); while a backlog (after a failover or a restart)
+  is worked off, only to the Kafka timestamp of the last event applied;
+- when events are re-keyed, a partition of the re-keyed topic merges all source partitions, one of which
+  may lag (its worker died) while the others run on. The re-key agent therefore reads the clock beside
+  `nerve.events` and passes each tick on in-band, as a keyless record in every partition of the re-keyed
+  topic, behind the events it re-keyed before it (acks go there directly), and the watermark of a
+  re-keyed partition is the slowest source's tick, or event time when that is older, minus the lateness.
 
 One `Engine` per source partition keeps its state in the `engine-state` table (RocksDB, changelogged);
 everything that changes state — events, timers, acks, reloads — arrives as a message of that partition,
@@ -17,6 +27,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import time
 from collections import OrderedDict
@@ -24,9 +35,11 @@ from typing import Any
 
 import faust
 import orjson
-from aiokafka import AIOKafkaConsumer
+from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.errors import KafkaError
 
+from brain_bridge import faust_fixes
 from brain_bridge.config import BrainConfig
 from brain_bridge.routing import Routing
 from brain_bridge.store import TableStore
@@ -38,6 +51,7 @@ from schemas import Alert, Command, DeadLetter, SchemaError, SensorEvent
 
 log = logging.getLogger("nerve.brain")
 BUILDING = 2  # index of `building` in the default site levels: nerve.events is keyed down to it
+HOLD_S = 100 * 365 * 86_400.0  # lateness that keeps an engine from moving its own watermark (see `_held`)
 
 
 class RecentIds:
@@ -74,7 +88,13 @@ class Brain:
         self.engines: dict[int, tuple[int, Engine]] = {}
         self.recent = RecentIds(config.dedup_window)
         self.processed = 0
+        # events partition → next offset to apply, this assignment (starts at the group's committed offset)
+        self.next_offset: dict[int, int] = {}
+        self.appended: dict[int, float] = {}  # events partition → Kafka timestamp of the last event applied
+        self.assignments = 0  # bumped on every revocation: an offset looked up before it is stale
+        self.sources: dict[int, dict[int, float]] = {}  # re-keyed partition → source partition → tick
         n = config.partitions
+        faust_fixes.apply()
         app = faust.App(
             config.app_id,
             broker=f"kafka://{config.kafka.bootstrap}",
@@ -90,21 +110,29 @@ class Brain:
             producer_acks=-1,
         )
         self.app = app
-        raw: dict[str, Any] = {"key_type": bytes, "value_type": bytes, "key_serializer": "raw",
-                               "value_serializer": "raw", "partitions": n}
-        self.events_topic = app.topic(config.topic("events"), **raw)
+        raw: dict[str, Any] = {
+            "key_type": bytes,
+            "value_type": bytes,
+            "key_serializer": "raw",
+            "value_serializer": "raw",
+            "partitions": n,
+        }
         self.clock_name = f"{config.app_id}-clock"
         source = config.topic("events")
         self.level_topic: str | None = None
-        if self.level < BUILDING:
-            source = self.level_topic = f"{config.app_id}-events-by-level{self.level}"
-            self.rekeyed = app.topic(source, **raw)
-            app.agent(self.events_topic, name="rekey-events")(self._rekey)
         self.clock = app.topic(self.clock_name, **raw)
         self.acks_topic = app.topic(config.topic("acks"), **raw)
         self.out: dict[str, faust.TopicT] = {}
         self.state = app.Table("engine-state", partitions=n, key_type=str, value_type=None)
-        app.agent(app.topic(source, self.clock_name, **raw), name="brain-reflexes")(self._reflexes)
+        if self.level < BUILDING:
+            source = self.level_topic = f"{config.app_id}-events-by-level{self.level}"
+            self.rekeyed = app.topic(source, **raw)
+            app.agent(app.topic(config.topic("events"), self.clock_name, **raw), name="rekey-events")(
+                self._rekey
+            )
+            app.agent(self.rekeyed, name="brain-reflexes")(self._reflexes)
+        else:
+            app.agent(app.topic(source, self.clock_name, **raw), name="brain-reflexes")(self._reflexes)
         app.agent(self.acks_topic, name="relay-acks")(self._relay_acks)
         app.timer(config.tick_s, on_leader=True, name="clock")(self._tick)
         app.task(self._follow_rules)
@@ -113,41 +141,120 @@ class Brain:
     # ------------------------------------------------------------ engines
     async def _revoked(self, sender: Any, *args: Any, signal: Any = None, **kwargs: Any) -> None:
         self.engines.clear()  # rebuilt from the restored table at each partition's next message
+        self.sources.clear()
+        self.next_offset.clear()
+        self.appended.clear()
+        self.assignments += 1
+
+    def _held(self, rules: RuleSet) -> RuleSet:
+        """The rules as the engines see them: in re-keyed partitions the brain moves the watermark itself
+        (see `_on_passed`), so the engine's own (latest event − lateness) must never move it."""
+        return dataclasses.replace(rules, lateness=HOLD_S) if self.level_topic is not None else rules
 
     def _engine(self, partition: int) -> Engine:
         current = self.engines.get(partition)
         if current is None:
-            engine = Engine(self.rules, TableStore(self.state, partition), tier="brain")
+            engine = Engine(self._held(self.rules), TableStore(self.state, partition), tier="brain")
             self.engines[partition] = (self.version, engine)
             return engine
         version, engine = current
         if version != self.version:
-            dropped = engine.reload(self.rules)
+            dropped = engine.reload(self._held(self.rules))
             self.engines[partition] = (self.version, engine)
-            log.info("rules version %s active on partition %s (state dropped for %s)", self.version, partition, dropped or "none")
+            log.info(
+                "rules version %s active on partition %s (state dropped for %s)",
+                self.version,
+                partition,
+                dropped or "none",
+            )
         return engine
 
     # ------------------------------------------------------------ agents
     async def _rekey(self, stream: faust.StreamT[bytes]) -> None:
-        async for key, value in stream.items():
+        async for event in stream.events():
+            message, value = event.message, event.value
+            if message.topic == self.clock_name:
+                await self._pass_tick(message.partition, value)
+                continue
+            self._applied(message)
+            key = message.key
             site = key.decode() if key else ""
-            with contextlib.suppress(SchemaError):  # a bad one is forwarded as is; the engine agent dead-letters it
+            with contextlib.suppress(
+                SchemaError
+            ):  # a bad one is forwarded as is; the engine agent dead-letters it
                 site = SensorEvent.from_json(value).site
             parts = site.split("/")
             await self.rekeyed.send(key="/".join(parts[: self.level + 1]).encode(), value=value)
 
+    async def _pass_tick(self, partition: int, raw: bytes) -> None:
+        """Hand a tick of events partition `partition` to every re-keyed partition, once its events are."""
+        tick = orjson.loads(raw)
+        now = await self._progress(partition, float(tick["now"])) if "now" in tick else None
+        if now is None:
+            return
+        payload = orjson.dumps({"src": partition, "now": now})
+        for p in range(self.config.partitions):
+            await self.rekeyed.send(key=None, value=payload, partition=p)
+
+    def _applied(self, message: Any) -> None:
+        """Note an event of events partition `message.partition` as applied (or re-keyed)."""
+        self.next_offset[message.partition] = message.offset + 1
+        self.appended[message.partition] = float(message.timestamp)
+
+    async def _progress(self, partition: int, now: float) -> float | None:
+        """How far a tick at `now` may move the clock of events partition `partition`: to `now` when every
+        event Kafka holds there is applied (or re-keyed); while a backlog is worked off, to the Kafka
+        timestamp of the last event applied (the events after it reached Kafka later, so are not older);
+        None when not known yet."""
+        if partition not in self.next_offset:
+            assignments = self.assignments
+            start = await self._committed(partition)
+            if start is None or assignments != self.assignments:
+                return None
+            self.next_offset.setdefault(partition, start)
+        tp = TopicPartition(self.config.topic("events"), partition)
+        if tp not in self.app.consumer.assignment():
+            return None  # revoked meanwhile (aiokafka asserts on the high-water mark of such a partition)
+        highwater = self.app.consumer.highwater(tp)
+        if highwater is not None and self.next_offset[partition] >= highwater:
+            return now
+        appended = self.appended.get(partition)
+        return None if appended is None else min(now, appended)
+
+    async def _committed(self, partition: int) -> int | None:
+        """Where this assignment of events partition `partition` starts: the group's committed offset."""
+        tp = TopicPartition(self.config.topic("events"), partition)
+        admin = AIOKafkaAdminClient(bootstrap_servers=self.config.kafka.bootstrap)
+        try:
+            await admin.start()
+            offsets = await admin.list_consumer_group_offsets(self.config.app_id, partitions=[tp])
+            offset = offsets[tp].offset if tp in offsets else -1
+            if offset < 0:  # nothing committed yet: the consumer is where it was, or at the earliest offset
+                offset = await self.app.consumer.position(tp)
+            return None if offset is None else int(offset)
+        except KafkaError as e:
+            log.warning("committed offset of %s unknown; the clock waits", tp, extra={"error": repr(e)})
+            return None
+        finally:
+            await admin.close()
+
     async def _reflexes(self, stream: faust.StreamT[bytes]) -> None:
         async for event in stream.events():
-            partition = event.message.partition
+            message = event.message
+            partition = message.partition
             engine = self._engine(partition)
-            if event.message.topic == self.clock_name:
-                outputs = self._on_clock(engine, event.value)
+            if message.topic == self.clock_name:
+                outputs = await self._on_clock(engine, partition, event.value)
+            elif self.level_topic is not None and message.key is None:
+                outputs = self._on_passed(engine, partition, event.value)
             else:
-                outputs = await self._on_event(engine, event.value)
+                if self.level_topic is None:
+                    self._applied(message)
+                outputs = await self._on_event(engine, partition, event.value)
             for output in outputs:
                 await self._route(output)
 
-    async def _on_event(self, engine: Engine, raw: bytes) -> list[Output]:
+    async def _on_event(self, engine: Engine, partition: int, raw: bytes) -> list[Output]:
         try:
             ev = SensorEvent.from_json(raw)
         except SchemaError as e:
@@ -157,14 +264,34 @@ class Brain:
         if self.recent.seen(ev.id):
             return []
         self.processed += 1
-        return engine.process(ev)
+        outputs: list[Output] = []
+        sources = self.sources.get(partition, {})
+        if self.level_topic is not None and len(sources) == self.config.partitions:
+            # what the engine does itself elsewhere (latest event − lateness), held back to the slowest source
+            outputs = engine.advance(min(ev.ts, *sources.values()) - self.rules.lateness)
+        return outputs + engine.process(ev)
 
-    def _on_clock(self, engine: Engine, raw: bytes) -> list[Output]:
+    async def _on_clock(self, engine: Engine, partition: int, raw: bytes) -> list[Output]:
         message = orjson.loads(raw)
         if "ack" in message:
             engine.acknowledge(message["ack"])
             return []
-        return engine.advance(float(message["now"]) - engine.lateness - self.config.lateness_margin_s)
+        now = await self._progress(partition, float(message["now"]))
+        if now is None:
+            return []
+        return engine.advance(now - engine.lateness - self.config.lateness_margin_s)
+
+    def _on_passed(self, engine: Engine, partition: int, raw: bytes) -> list[Output]:
+        """A tick or an ack in-band on the re-keyed topic; the watermark follows the slowest source."""
+        message = orjson.loads(raw)
+        if "ack" in message:
+            engine.acknowledge(message["ack"])
+            return []
+        sources = self.sources.setdefault(partition, {})
+        sources[int(message["src"])] = float(message["now"])
+        if len(sources) < self.config.partitions:
+            return []
+        return engine.advance(min(sources.values()) - self.rules.lateness - self.config.lateness_margin_s)
 
     async def _relay_acks(self, stream: faust.StreamT[bytes]) -> None:
         """An ack may concern any partition's alert: hand it to every partition, in-stream."""
@@ -175,8 +302,9 @@ class Brain:
                 log.warning("malformed ack ignored")
                 continue
             payload = orjson.dumps({"ack": alert_id})
+            target = self.rekeyed if self.level_topic is not None else self.clock
             for p in range(self.config.partitions):
-                await self.clock.send(value=payload, partition=p)
+                await target.send(key=None, value=payload, partition=p)
 
     async def _tick(self) -> None:
         payload = orjson.dumps({"now": time.time()})
@@ -187,8 +315,9 @@ class Brain:
     def _topic(self, name: str) -> faust.TopicT:
         topic = self.out.get(name)
         if topic is None:
-            topic = self.out[name] = self.app.topic(name, key_type=bytes, value_type=bytes,
-                                                    key_serializer="raw", value_serializer="raw")
+            topic = self.out[name] = self.app.topic(
+                name, key_type=bytes, value_type=bytes, key_serializer="raw", value_serializer="raw"
+            )
         return topic
 
     async def _route(self, output: Output) -> None:
@@ -200,15 +329,22 @@ class Brain:
         payload, key = alert.to_json(), alert.group.encode()
         await self._topic(cfg.topic("alerts")).send(key=key, value=payload)
         for department in self.routing.departments_for(alert):
-            await self._topic(self.routing.topic_for(department, cfg.kafka.prefix)).send(key=key, value=payload)
+            await self._topic(self.routing.topic_for(department, cfg.kafka.prefix)).send(
+                key=key, value=payload
+            )
 
     # ------------------------------------------------------------ hot reload
     async def _follow_rules(self) -> None:
         """Every worker reads the compacted rules topic (no consumer group) and switches versions."""
         topic = self.config.topic("rules")
         while True:
-            consumer = AIOKafkaConsumer(topic, bootstrap_servers=self.config.kafka.bootstrap,
-                                        auto_offset_reset="earliest", group_id=None, metadata_max_age_ms=2000)
+            consumer = AIOKafkaConsumer(
+                topic,
+                bootstrap_servers=self.config.kafka.bootstrap,
+                auto_offset_reset="earliest",
+                group_id=None,
+                metadata_max_age_ms=2000,
+            )
             try:
                 await consumer.start()
                 async for msg in consumer:
@@ -235,7 +371,15 @@ class Brain:
             log.error("rule set version %s refused: %s", deployed.version, e)
             return
         if partition_level(rules) < self.level:
-            log.error("rule set version %s needs events grouped by a coarser level; restart the workers", deployed.version)
+            log.error(
+                "rule set version %s needs events grouped by a coarser level; restart the workers",
+                deployed.version,
+            )
             return
         self.rules, self.version = rules, deployed.version
-        log.info("rules version %s received (%s brain reflexes, sha256 %s)", deployed.version, len(rules.reflexes), deployed.sha256[:12])
+        log.info(
+            "rules version %s received (%s brain reflexes, sha256 %s)",
+            deployed.version,
+            len(rules.reflexes),
+            deployed.sha256[:12],
+        )

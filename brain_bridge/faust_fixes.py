@@ -1,0 +1,57 @@
+"""A workaround for a record-losing race in faust-streaming 0.15.3's recovery (faust-streaming#596, open).
+
+When table recovery completes, `Recovery.on_recovery_completed` resumes the stream partitions, seeks them to
+their committed offsets, and only then resumes the app's flow control — and resuming flow control clears
+every stream queue. Records the fetcher delivered between the seek and that clear are dropped although
+the consumer's position is already past them: they are never processed, and a worker taking over from a
+killed one silently misses events (about one failover in four here).
+
+The fix changes the order, not the logic: the queues are cleared (flow control resumed) just before the
+seek, and the resume that follows it no longer clears what was fetched from the committed offsets on.
+Records cleared before the seek are fetched again from the committed offset, so nothing is lost; a record
+seen twice is harmless because the brain drops event ids it has already applied.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from faust.tables.recovery import Recovery
+
+_PATCHED = "_nerve_clear_before_seek"
+
+
+def apply() -> None:
+    """Install the workaround (idempotent)."""
+    if getattr(Recovery.on_recovery_completed, _PATCHED, False):
+        return
+    original: Callable[..., Awaitable[None]] = Recovery.on_recovery_completed
+
+    @functools.wraps(original)
+    async def on_recovery_completed(self: Recovery, generation_id: int = 0) -> None:
+        app: Any = self.app
+        consumer: Any = app.consumer
+        flow = app.flow_control
+        seek = consumer.perform_seek
+        resume = flow.resume
+
+        async def clear_then_seek() -> None:
+            resume()  # clears the queues: whatever they hold predates the seek and is fetched again
+            await seek()
+
+        def resume_without_clearing() -> None:
+            if not flow.is_active():
+                resume()
+
+        consumer.perform_seek = clear_then_seek
+        flow.resume = resume_without_clearing
+        try:
+            await original(self, generation_id)
+        finally:
+            del consumer.perform_seek  # back to the class's method
+            del flow.resume
+
+    setattr(on_recovery_completed, _PATCHED, True)
+    Recovery.on_recovery_completed = on_recovery_completed  # type: ignore[method-assign]
