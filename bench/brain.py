@@ -14,7 +14,9 @@ of 4 districts), keyed by building path as SPEC §5 says. Phases, in one run:
    latency = the send call → the consumer receiving it (`time.perf_counter`, one clock);
 2. end-to-end brain latency at the same rates: paced events with `ts` = now, 1 in TRIGGER_EVERY a
    `bench_trigger` from one of 200 trigger sensors (one per building, rotating); latency = producing the
-   trigger → receiving its alert on `<prefix>alerts.bench` (matched by the alert's evidence id);
+   trigger → receiving its alert on `<prefix>alerts.bench` (matched by the alert's evidence id), and the
+   same path cut into hops by wall-clock stamps (trigger sent → its re-keyed copy's CreateTime → the
+   alert's `emitted_at` → received);
 3. throughput per worker core: N events pre-produced into a fresh `<prefix>events`, then a fresh worker
    (new app id) is started; time from its Ready line until its consumer group's committed offsets reach
    the end offsets of every topic it reads (events, then its re-keyed copy), and the worker's CPU time
@@ -70,6 +72,7 @@ FUTURE_S = 3600.0  # ... starting this far ahead of the wall clock (see `through
 LINGER_MS = 0  # the bench producer's linger, as Faust's producer default (producer_linger 0)
 GRACE_S = 10.0  # how long to wait for the last messages of a paced run
 READY_TIMEOUT_S = 120.0
+PROFILE_EVENTS = 50_000  # the profiled drain's backlog (at most the throughput phase's)
 STOP_TIMEOUT_S = 60.0
 
 #: `python -c` boot of a worker under cProfile timed by the main thread's CPU clock (time.thread_time), not
@@ -257,18 +260,25 @@ async def create_topics(kafka: str, names: Sequence[str], partitions: int = PART
         await admin.close()
 
 
-async def delete_topics(kafka: str, starts: tuple[str, ...]) -> list[str]:
-    """Delete every topic whose name starts with one of `starts` (best effort); returns them."""
-    admin = AIOKafkaAdminClient(bootstrap_servers=kafka)
-    await admin.start()
-    try:
-        mine = [t for t in await admin.list_topics() if t.startswith(starts)]
-        if mine:
-            with contextlib.suppress(Exception):  # cleanup only; the names are unique to this run anyway
+async def delete_topics(kafka: str, starts: tuple[str, ...], retry_s: float = 90.0) -> list[str]:
+    """Delete every topic whose name starts with one of `starts` (best effort, retried for `retry_s` while
+    Kafka is unreachable: the shared broker may be restarting); returns them."""
+    deadline = time.monotonic() + retry_s
+    while True:
+        admin = AIOKafkaAdminClient(bootstrap_servers=kafka)
+        try:
+            await admin.start()
+            mine = [t for t in await admin.list_topics() if t.startswith(starts)]
+            if mine:
                 await admin.delete_topics(mine, timeout_ms=30_000)
-        return mine
-    finally:
-        await admin.close()
+            return mine
+        except KafkaError as e:
+            if time.monotonic() > deadline:
+                print(f"topics of this run not deleted ({e!r}): {starts}", file=sys.stderr)
+                return []
+            await asyncio.sleep(3.0)
+        finally:
+            await admin.close()
 
 
 async def wait_until(condition: Callable[[], bool], timeout_s: float, every_s: float = 0.02) -> bool:
@@ -527,23 +537,63 @@ class Bench:
         return {"triggers": len(ids), "seconds": round(time.monotonic() - t0, 2)}
 
     async def brain(
-        self, worker: Worker, events_topic: str, alerts_topic: str, rate: float, count: int
+        self,
+        worker: Worker,
+        events_topic: str,
+        alerts_topic: str,
+        rate: float,
+        count: int,
+        rekeyed_topic: str | None = None,
     ) -> dict[str, Any]:
-        """Paced events through the worker; latency of each trigger to its alert on `alerts_topic`."""
+        """Paced events through the worker; latency of each trigger to its alert on `alerts_topic`.
+
+        The path is also cut into hops by wall-clock stamps: the trigger's send (this process), the
+        CreateTime of its re-keyed copy on `rekeyed_topic` (the worker's re-key agent sent it), the alert's
+        `emitted_at` (the engine agent built it) and the alert's arrival here."""
         tag = f"L{int(rate)}"
         sent: dict[str, float] = {}
+        sent_wall: dict[str, float] = {}
+        rekeyed_at: dict[str, float] = {}
         latencies: list[float] = []
+        hops: dict[str, list[float]] = {
+            "send_to_rekeyed": [],
+            "rekeyed_to_emitted": [],
+            "emitted_to_received": [],
+        }
         alerts = [0]
 
-        def on_record(t: float, m: Any) -> None:
+        def on_alert(t: float, m: Any) -> None:
             alerts[0] += 1
-            for event_id in orjson.loads(m.value).get("evidence", ()):
+            wall = time.time()
+            alert = orjson.loads(m.value)
+            for event_id in alert.get("evidence", ()):
                 s = sent.pop(event_id, None)
-                if s is not None:
-                    latencies.append(t - s)
+                if s is None:
+                    continue
+                latencies.append(t - s)
+                emitted, t0, t1 = (
+                    alert.get("emitted_at"),
+                    sent_wall.pop(event_id, None),
+                    rekeyed_at.pop(event_id, None),
+                )
+                if emitted is not None:
+                    hops["emitted_to_received"].append(wall - emitted)
+                    if t1 is not None:
+                        hops["rekeyed_to_emitted"].append(emitted - t1)
+                if t0 is not None and t1 is not None:
+                    hops["send_to_rekeyed"].append(t1 - t0)
 
-        recv = Receiver(self.kafka, alerts_topic, on_record)
-        await recv.start()
+        def on_rekeyed(t: float, m: Any) -> None:
+            if b'"bench_trigger"' in m.value:
+                event_id = orjson.loads(m.value)["id"]
+                if event_id in sent_wall:
+                    rekeyed_at[event_id] = m.timestamp / 1e3
+
+        receivers = [Receiver(self.kafka, alerts_topic, on_alert)]
+        if rekeyed_topic is not None:
+            receivers.append(Receiver(self.kafka, rekeyed_topic, on_rekeyed))
+        for recv in receivers:
+            await recv.start()
         tpls, trigs, producer, futures = self.templates, self.triggers, self.producer, []
         n_triggers = len(range(0, count, TRIGGER_EVERY))
 
@@ -551,7 +601,9 @@ class Bench:
             if i % TRIGGER_EVERY == 0:
                 trig = trigs[i // TRIGGER_EVERY % len(trigs)]
                 event_id = f"{tag}-t{i}"
-                body = trig.payload(event_id, time.time())
+                now = time.time()
+                body = trig.payload(event_id, now)
+                sent_wall[event_id] = now
                 sent[event_id] = time.perf_counter()
                 futures.append(await producer.send(events_topic, body, key=trig.key))
             else:
@@ -568,7 +620,8 @@ class Bench:
             await wait_until(lambda: len(latencies) >= n_triggers, GRACE_S)
             cores = cpu.cores()
         finally:
-            await recv.stop()
+            for recv in receivers:
+                await recv.stop()
         return {
             "rate": rate,
             "events": count,
@@ -578,6 +631,7 @@ class Bench:
             "alert_records": alerts[0],
             "send_errors": await delivery_errors(futures),
             "latency": percentiles(latencies),
+            "hops": {k: percentiles(v) for k, v in hops.items() if v},
             "pace": pace,
             "cpu_cores": cores,
         }
@@ -753,6 +807,9 @@ def source_topics(b: Bench, prefix: str, app_id: str) -> list[str]:
 
 
 async def run(b: Bench, want_profile: bool | None) -> dict[str, Any]:
+    task = asyncio.current_task()
+    if task is not None:  # SIGTERM cancels the run: its finally blocks stop the workers and delete topics
+        asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, task.cancel)
     sizes = b.sizes
     prefix = b.prefix("l")
     events_topic, alerts_topic = prefix + "events", f"{prefix}alerts.{DEPARTMENT}"
@@ -762,6 +819,8 @@ async def run(b: Bench, want_profile: bool | None) -> dict[str, Any]:
     await b.producer.start()
     data: dict[str, Any] = {"baseline": {}, "brain": {}}
     worker = Worker(b.tmp, "latency", b.app_id("l"), prefix, b.kafka, b.rules)
+    sources = source_topics(b, prefix, worker.app_id)
+    rekeyed = sources[1] if len(sources) > 1 else None
     try:
         worker.start()
         ready = await worker.ready()
@@ -774,7 +833,9 @@ async def run(b: Bench, want_profile: bool | None) -> dict[str, Any]:
             data["baseline"][key] = raw
             print(f"rate {key}/s: raw aiokafka {raw['latency']}", flush=True)
             await asyncio.sleep(1.0)
-            brain = await b.brain(worker, events_topic, alerts_topic, rate, int(rate * sizes.latency_s))
+            brain = await b.brain(
+                worker, events_topic, alerts_topic, rate, int(rate * sizes.latency_s), rekeyed
+            )
             rl, bl = brain["latency"], raw["latency"]
             if rl.get("n") and bl.get("n"):
                 brain["ratio_to_raw"] = {
@@ -813,18 +874,31 @@ async def run(b: Bench, want_profile: bool | None) -> dict[str, Any]:
     data["profile"] = None
     if want_profile or (want_profile is None and missed):
         prof = b.tmp / "worker.prof"
-        pworker = Worker(b.tmp, "profiled", b.app_id("p"), tprefix, b.kafka, b.rules, profile=prof)
+        pprefix, pn = b.prefix("p"), min(n, PROFILE_EVENTS)  # its own, smaller backlog: cProfile is slow
+        await create_topics(b.kafka, [pprefix + "events", *department_topics(b.rules, pprefix)])
+        await b.produce_backlog(pprefix + "events", pn)
+        pworker = Worker(b.tmp, "profiled", b.app_id("p"), pprefix, b.kafka, b.rules, profile=prof)
+        why = "requested" if want_profile else "throughput target missed"
         try:
-            ptp = await b.drain(pworker, source_topics(b, tprefix, pworker.app_id), timeout * 3)
-        finally:
-            pcode = await pworker.stop()
+            try:
+                ptp = await b.drain(
+                    pworker, source_topics(b, pprefix, pworker.app_id), max(180.0, pn / 100.0)
+                )
+            finally:
+                pcode = await pworker.stop()
+        except (RuntimeError, KafkaError) as e:  # the measurements above stand without it
+            first = str(e).splitlines()[0] if str(e) else repr(e)
+            data["profile"] = {"why": why, "error": first}
+            print(f"profile phase failed: {first}", file=sys.stderr)
+            return data
         text = (
             profile_text(prof, 20) if prof.exists() else {"tottime": "(no profile written)", "cumulative": ""}
         )
         data["profile"] = {
-            "why": "requested" if want_profile else "throughput target missed",
+            "why": why,
             "drain_s": ptp["drain_s"],
-            "events_per_s_under_profiler": round(n / ptp["drain_s"], 1),
+            "events": pn,
+            "events_per_s_under_profiler": round(pn / ptp["drain_s"], 1),
             "exit_code": pcode,
             **text,
         }
@@ -928,6 +1002,23 @@ def notes(data: dict[str, Any]) -> list[str]:
         )
         + f". {data['machine']['cores']} cores shared by the worker, Kafka and this load generator (nothing pinned).",
     ]
+    names = {
+        "send_to_rekeyed": "send → re-keyed copy written (Kafka CreateTime, ms)",
+        "rekeyed_to_emitted": "re-keyed copy → alert emitted by the engine agent",
+        "emitted_to_received": "alert emitted → received here",
+    }
+    for key, br in data["brain"].items():
+        hops = br.get("hops") or {}
+        if hops:
+            out.append(
+                f"Where the time goes at {int(key):,} events/s (wall-clock stamps, p50 / p99): "
+                + "; ".join(
+                    f"{names.get(k, k)} {v['p50_ms']:,.1f} / {v['p99_ms']:,.1f} ms"
+                    for k, v in hops.items()
+                    if v.get("n")
+                )
+                + "."
+            )
     for key, br in data["brain"].items():
         raw = data["baseline"][key]
         out.append(
@@ -957,11 +1048,14 @@ def notes(data: dict[str, Any]) -> list[str]:
             f"the re-key agent passes in-band once caught up (each tick of each of the {PARTITIONS} source "
             f"partitions goes to every re-keyed partition: {PARTITIONS}² records per tick interval)."
         )
-    if data.get("profile"):
+    if (data.get("profile") or {}).get("error"):
+        out.append(f"The profile phase failed ({data['profile']['error']}); no profile in this report.")
+    elif data.get("profile"):
         p = data["profile"]
         out.append(
-            f"Profile ({p['why']}): a third fresh worker drained the same backlog under cProfile in {p['drain_s']} s "
-            f"({p['events_per_s_under_profiler']:,.0f} events/s under the profiler); its top functions are below."
+            f"Profile ({p['why']}): a third fresh worker drained a backlog of {p['events']:,} such events under "
+            f"cProfile in {p['drain_s']} s ({p['events_per_s_under_profiler']:,.0f} events/s under the profiler, "
+            "timed by the main thread's CPU clock); its top functions are below."
         )
     return out
 
@@ -1051,7 +1145,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     json_path, md_path = write_report(
         "brain", data, rows(data), args.out, title="Brain worker benchmark (real Kafka)", notes=notes(data)
     )
-    if data.get("profile"):
+    if data.get("profile") and "tottime" in data["profile"]:
         with md_path.open("a", encoding="utf-8") as md:
             md.write(profile_markdown(data["profile"]))
     print(md_path.read_text(encoding="utf-8"))
