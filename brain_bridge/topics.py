@@ -28,7 +28,9 @@ def brain_topics(config: BrainConfig, level_topic: str | None) -> dict[str, dict
     return topics
 
 
-async def ensure_topics(config: BrainConfig, topics: dict[str, dict[str, str]], replication: int = 1) -> list[str]:
+async def ensure_topics(
+    config: BrainConfig, topics: dict[str, dict[str, str]], replication: int = 1
+) -> list[str]:
     """Create the missing ones (rules with one partition, the rest with `config.partitions`); returns them."""
     admin = AIOKafkaAdminClient(bootstrap_servers=config.kafka.bootstrap)
     await admin.start()
@@ -38,7 +40,9 @@ async def ensure_topics(config: BrainConfig, topics: dict[str, dict[str, str]], 
         for name in missing:
             partitions = 1 if name == config.topic("rules") else config.partitions
             with contextlib.suppress(TopicAlreadyExistsError):  # another worker created it meanwhile
-                await admin.create_topics([NewTopic(name, partitions, replication, topic_configs=topics[name])])
+                await admin.create_topics(
+                    [NewTopic(name, partitions, replication, topic_configs=topics[name])]
+                )
         return missing
     finally:
         await admin.close()

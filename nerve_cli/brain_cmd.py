@@ -21,7 +21,9 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
 
 
 def register_deploy(rules_sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    deploy = rules_sub.add_parser("deploy", help="check a rule set and publish it to the compacted rules topic")
+    deploy = rules_sub.add_parser(
+        "deploy", help="check a rule set and publish it to the compacted rules topic"
+    )
     deploy.add_argument("paths", nargs="+", metavar="PATH", help="rule files or folders")
     deploy.add_argument("--name", default="city", help="rule set name workers follow (default city)")
     deploy.add_argument("--bootstrap", default=os.environ.get("NERVE_KAFKA_BOOTSTRAP", "127.0.0.1:9092"))
@@ -47,7 +49,9 @@ def run_command(args: argparse.Namespace) -> int:
         print(e, file=sys.stderr)
         return 2
     try:
-        rules = load_rules(config.rules) if config.rules else RuleSet(1, DEFAULT_LEVELS, DEFAULT_LATENESS_S, ())
+        rules = (
+            load_rules(config.rules) if config.rules else RuleSet(1, DEFAULT_LEVELS, DEFAULT_LATENESS_S, ())
+        )
     except RuleSetError as e:
         print(e, file=sys.stderr)
         return 2
@@ -81,7 +85,9 @@ async def _deploy(args: argparse.Namespace, sources: list[tuple[str, str]]) -> i
         await admin.start()
         try:
             with contextlib.suppress(TopicAlreadyExistsError):
-                await admin.create_topics([NewTopic(topic, 1, 1, topic_configs={"cleanup.policy": "compact"})])
+                await admin.create_topics(
+                    [NewTopic(topic, 1, 1, topic_configs={"cleanup.policy": "compact"})]
+                )
         finally:
             await admin.close()
         latest = 0
@@ -112,7 +118,9 @@ async def _deploy(args: argparse.Namespace, sources: list[tuple[str, str]]) -> i
     except KafkaError as e:
         print(f"Kafka at {args.bootstrap} did not take the rule set: {e}", file=sys.stderr)
         return 1
-    print(f"deployed rule set '{args.name}' version {version} ({len(sources)} file(s), sha256 {sha[:12]}) to {topic}")
+    print(
+        f"deployed rule set '{args.name}' version {version} ({len(sources)} file(s), sha256 {sha[:12]}) to {topic}"
+    )
     return 0
 
 
