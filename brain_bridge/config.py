@@ -117,6 +117,12 @@ class BrainConfig(BaseSettings):
     tick_s: Annotated[float, Field(gt=0, allow_inf_nan=False)] = Field(
         default=0.2, description="How often the wall clock advances the watermark while idle, seconds."
     )
+    session_timeout_s: Annotated[float, Field(ge=6, le=300, allow_inf_nan=False)] = Field(
+        default=10.0,
+        description="How long the group waits for a silent worker before its partitions move to the "
+        "others, seconds: the failover time after a worker dies (Kafka's group.min.session.timeout.ms "
+        "is 6 s by default).",
+    )
 
     @classmethod
     def settings_customise_sources(

@@ -8,6 +8,7 @@ them here, with the brain's `partitions`, avoids both.
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Iterable
 
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import TopicAlreadyExistsError
@@ -15,8 +16,14 @@ from aiokafka.errors import TopicAlreadyExistsError
 from brain_bridge.config import BrainConfig
 
 
-def brain_topics(config: BrainConfig, level_topic: str | None) -> dict[str, dict[str, str]]:
-    """Topic name → configs, for every topic the brain reads or writes (alert topics per department aside)."""
+def brain_topics(
+    config: BrainConfig, level_topic: str | None, department_topics: Iterable[str] = ()
+) -> dict[str, dict[str, str]]:
+    """Topic name → configs, for every topic the brain reads or writes.
+
+    `department_topics` are the alert topics of the departments the rules and the departments file name:
+    created up front, a department subscribing before the first alert of its kind misses nothing.
+    """
     compacted = {"cleanup.policy": "compact"}
     topics: dict[str, dict[str, str]] = {
         config.topic(name): {} for name in ("events", "alerts", "commands", "acks", "deadletter")
@@ -25,6 +32,8 @@ def brain_topics(config: BrainConfig, level_topic: str | None) -> dict[str, dict
     topics[f"{config.app_id}-clock"] = {"retention.ms": str(3_600_000)}  # ticks are worthless after an hour
     if level_topic is not None:
         topics[level_topic] = {}
+    for topic in department_topics:
+        topics.setdefault(topic, {})
     return topics
 
 

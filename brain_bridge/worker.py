@@ -41,13 +41,13 @@ from aiokafka.errors import KafkaError
 
 from brain_bridge import faust_fixes
 from brain_bridge.config import BrainConfig
-from brain_bridge.routing import Routing
 from brain_bridge.store import TableStore
 from reflexes import Engine, RuleSet, RuleSetError
 from reflexes.deployment import decode_deployment
 from reflexes.engine import Output
 from reflexes.loader import load_rules_sources
 from schemas import Alert, Command, DeadLetter, SchemaError, SensorEvent
+from schemas.routing import Routing
 
 log = logging.getLogger("nerve.brain")
 BUILDING = 2  # index of `building` in the default site levels: nerve.events is keyed down to it
@@ -108,6 +108,8 @@ class Brain:
             web_enabled=config.web_port > 0,
             web_port=config.web_port or 6066,
             producer_acks=-1,
+            broker_session_timeout=config.session_timeout_s,
+            broker_heartbeat_interval=min(3.0, config.session_timeout_s / 3),
         )
         self.app = app
         raw: dict[str, Any] = {
@@ -279,7 +281,15 @@ class Brain:
         now = await self._progress(partition, float(message["now"]))
         if now is None:
             return []
-        return engine.advance(now - engine.lateness - self.config.lateness_margin_s)
+        return self._advance(engine, now - engine.lateness - self.config.lateness_margin_s)
+
+    @staticmethod
+    def _advance(engine: Engine, watermark: float) -> list[Output]:
+        """Move the watermark and keep the engine's clock in its table, so a worker taking the partition
+        over goes on from it (late events stay late) rather than from the first event it sees."""
+        outputs = engine.advance(watermark)
+        engine.checkpoint()
+        return outputs
 
     def _on_passed(self, engine: Engine, partition: int, raw: bytes) -> list[Output]:
         """A tick or an ack in-band on the re-keyed topic; the watermark follows the slowest source."""
@@ -291,7 +301,9 @@ class Brain:
         sources[int(message["src"])] = float(message["now"])
         if len(sources) < self.config.partitions:
             return []
-        return engine.advance(min(sources.values()) - self.rules.lateness - self.config.lateness_margin_s)
+        return self._advance(
+            engine, min(sources.values()) - self.rules.lateness - self.config.lateness_margin_s
+        )
 
     async def _relay_acks(self, stream: faust.StreamT[bytes]) -> None:
         """An ack may concern any partition's alert: hand it to every partition, in-stream."""

@@ -31,6 +31,7 @@ from reflexes.deployment import decode_deployment
 from reflexes.engine import Output
 from reflexes.loader import load_rules_sources
 from schemas import Command, SensorEvent
+from schemas.routing import Routing
 
 log = logging.getLogger("nerve.edge")
 INGEST_BATCH = 2000
@@ -57,8 +58,9 @@ class RecentIds:
 class EdgeAgent:
     """One gateway's agent. `run(stop)` serves until `stop` is set, then flushes and returns."""
 
-    def __init__(self, config: EdgeConfig, rules: RuleSet) -> None:
+    def __init__(self, config: EdgeConfig, rules: RuleSet, routing: Routing | None = None) -> None:
         self.config = config
+        self.routing = routing or Routing.default()
         self.metrics = EdgeMetrics(config.gateway)
         self.snapshot_path = Path(config.spool.path) / "engine.snapshot.json"
         self.engine = self._restore_engine(rules)
@@ -112,13 +114,14 @@ class EdgeAgent:
             else:
                 stamped = out.model_copy(update={"emitted_at": time.time()})
                 payload = stamped.to_json()
-                for department in stamped.departments:
+                departments = self.routing.departments_for(stamped)  # the reflex's, then the routes'
+                for department in departments:
                     mqtt.publish(cfg.mqtt.alert_topic.format(department=department), payload)
                 key = stamped.group.encode()
                 records.append(SpoolRecord(Priority.URGENT, cfg.topic("alerts"), key, payload))
-                records.extend(  # the departments the reflex names hear it on their own topics too
-                    SpoolRecord(Priority.URGENT, cfg.topic(f"alerts.{d}"), key, payload)
-                    for d in stamped.departments
+                records.extend(  # each department hears it on its own topic too
+                    SpoolRecord(Priority.URGENT, self.routing.topic_for(d, cfg.kafka.prefix), key, payload)
+                    for d in departments
                 )
                 self.metrics.alerts.labels(status=stamped.status).inc()
 

@@ -208,6 +208,11 @@ class EdgeConfig(BaseSettings):
     rules: list[Path] = Field(
         description="Rule files or folders; relative ones are relative to the config file."
     )
+    departments: Path | None = Field(
+        default=None,
+        description="The departments file (SPEC §5 routing, as the brain's); relative to the config file. "
+        "Omitted: each alert goes to the departments its reflex names, on <prefix>alerts.<department>.",
+    )
     mqtt: MqttSettings
     kafka: KafkaSettings = KafkaSettings()
     spool: SpoolSettings = SpoolSettings()
@@ -286,11 +291,13 @@ def load_config(path: Path) -> EdgeConfig:
 
 
 def _resolve_paths(data: dict[str, Any], folder: Path) -> dict[str, Any]:
-    """The file's data with relative `rules` and `spool.path` made relative to the file's folder."""
+    """The file's data with relative `rules`, `departments` and `spool.path` made relative to the file's folder."""
     out = dict(data)
     rules = out.get("rules")
     if isinstance(rules, list):
         out["rules"] = [str((folder / r).resolve()) if isinstance(r, str) else r for r in rules]
+    if isinstance(out.get("departments"), str):
+        out["departments"] = str((folder / out["departments"]).resolve())
     spool = out.get("spool")
     if isinstance(spool, dict) and isinstance(spool.get("path"), str):
         out["spool"] = {**spool, "path": str((folder / spool["path"]).resolve())}

@@ -36,10 +36,10 @@ def run_command(args: argparse.Namespace) -> int:
     from faust.worker import Worker
 
     from brain_bridge.config import load_config
-    from brain_bridge.routing import Routing
     from brain_bridge.worker import Brain
     from reflexes import RuleSetError, load_rules
     from reflexes.model import DEFAULT_LATENESS_S, DEFAULT_LEVELS, RuleSet
+    from schemas.routing import Routing
     from schemas.settings import ConfigError
 
     try:
@@ -55,6 +55,10 @@ def run_command(args: argparse.Namespace) -> int:
     except RuleSetError as e:
         print(e, file=sys.stderr)
         return 2
+    problems = routing.check(rules.tier("brain").departments())
+    if problems:
+        print("\n".join(f"{config.departments}: {p}" for p in problems), file=sys.stderr)
+        return 2
     config.datadir.mkdir(parents=True, exist_ok=True)
     brain = Brain(config, rules, routing)
     from aiokafka.errors import KafkaError
@@ -62,7 +66,13 @@ def run_command(args: argparse.Namespace) -> int:
     from brain_bridge.topics import brain_topics, ensure_topics
 
     try:
-        asyncio.run(ensure_topics(config, brain_topics(config, brain.level_topic)))
+        named = [
+            *rules.departments(),
+            *(d for r in routing.routes for d in r.to),
+            *(routing.departments or {}),
+        ]
+        departments = [routing.topic_for(d, config.kafka.prefix) for d in dict.fromkeys(named)]
+        asyncio.run(ensure_topics(config, brain_topics(config, brain.level_topic, departments)))
     except (KafkaError, OSError) as e:
         print(f"Kafka at {config.kafka.bootstrap} is not reachable: {e}", file=sys.stderr)
         return 1

@@ -23,6 +23,7 @@ async def _serve(config_path: Path) -> int:
     from edge_agent.agent import EdgeAgent
     from edge_agent.config import ConfigError, load_config
     from reflexes import RuleSetError, load_rules
+    from schemas.routing import Routing
 
     try:
         config = load_config(config_path)
@@ -34,11 +35,20 @@ async def _serve(config_path: Path) -> int:
     except RuleSetError as e:
         print(e, file=sys.stderr)
         return 2
+    try:
+        routing = Routing.load(config.departments) if config.departments else Routing.default()
+    except ConfigError as e:
+        print(e, file=sys.stderr)
+        return 2
+    problems = routing.check(rules.tier("edge").departments())
+    if problems:
+        print("\n".join(f"{config.departments}: {p}" for p in problems), file=sys.stderr)
+        return 2
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
-    await EdgeAgent(config, rules).run(stop)
+    await EdgeAgent(config, rules, routing).run(stop)
     return 0
 
 

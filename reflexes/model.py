@@ -210,3 +210,13 @@ class RuleSet:
 
     def by_id(self) -> dict[str, Reflex]:
         return {r.id: r for r in self.reflexes}
+
+    def departments(self) -> dict[str, list[str]]:
+        """Every department an `alert` or `escalate` action names → the ids of the reflexes naming it."""
+        named: dict[str, list[str]] = {}
+        for reflex in self.reflexes:
+            for action in reflex.actions:
+                if isinstance(action, AlertAction | EscalateAction):
+                    for department in action.departments:
+                        named.setdefault(department, []).append(reflex.id)
+        return named

@@ -92,13 +92,16 @@ class Gateway:
     def log(self) -> Path:
         return self.tmp / "agent.log"
 
-    def write_config(self, request_timeout_ms: int = 3000) -> Path:
+    def write_config(self, request_timeout_ms: int = 3000, departments: str | None = None) -> Path:
         (self.tmp / "rules.yaml").write_text(RULES)
+        if departments is not None:
+            (self.tmp / "departments.yaml").write_text(departments)
         config = self.tmp / "gateway.yaml"
         config.write_text(
             f"""gateway: gw-{self.uid}
 site: {self.site}
 rules: [rules.yaml]
+{"departments: departments.yaml" if departments is not None else ""}
 mqtt:
   host: {self.mqtt_host}
   port: {self.mqtt_port}

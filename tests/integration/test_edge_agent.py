@@ -3,6 +3,8 @@ kill -9, and a Mosquitto restart."""
 
 from __future__ import annotations
 
+import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -294,3 +296,48 @@ def test_a_deployed_rule_set_reaches_the_running_agent(
     wait_until(
         lambda: bool(probe.on(f"{uid}/cmd/{gateway.site}/f0/r2/pump")), 10, "the kept version's command"
     )
+
+
+async def test_the_departments_file_routes_edge_alerts_too(gateway: Gateway, probe: MqttProbe) -> None:
+    gateway.write_config(
+        departments=f"""\
+departments:
+  fire: {{topic: {gateway.prefix}fire-dispatch}}
+  building: {{}}
+  utilities: {{}}
+  emergency: {{}}
+routes:
+  - when: {{severity: critical, district: {gateway.uid}}}
+    to: [emergency]
+  - when: {{severity: info}}
+    to: [building]
+"""
+    )
+    gateway.start()
+    probe.publish(f"{gateway.uid}/f1/r1/gas-1/gas", b"12")
+    wait_until(lambda: bool(probe.on(f"{gateway.uid}/alerts/emergency")), 10, "the routed alert on MQTT")
+    [fire] = [orjson.loads(m[2]) for m in probe.on(f"{gateway.uid}/alerts/fire")]
+    assert fire["reflex"] == "gas-leak"
+    assert fire["departments"] == ["fire"]  # the alert says whom its reflex named; routes add listeners
+    records = await read_topics(
+        gateway.kafka,
+        [gateway.prefix + t for t in ("fire-dispatch", "alerts.emergency", "alerts.fire", "alerts.building")],
+        lambda rs: len(rs) >= 2,
+        30,
+    )
+    by_topic = {r[0].removeprefix(gateway.prefix): orjson.loads(r[3])["id"] for r in records}
+    assert by_topic == {"fire-dispatch": fire["id"], "alerts.emergency": fire["id"]}
+
+
+def test_an_edge_rule_naming_an_unknown_department_is_refused_at_start(gateway: Gateway) -> None:
+    gateway.write_config(departments="departments: {fire: {}, buildings: {}}\n")
+    config = gateway.tmp / "gateway.yaml"
+    done = subprocess.run(
+        [sys.executable, "-m", "nerve_cli", "edge", "run", "--config", str(config)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 2, done.stderr
+    assert "departments.yaml: reflex " in done.stderr
+    assert "unknown department 'building'; did you mean 'buildings'?" in done.stderr

@@ -9,8 +9,9 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from brain_bridge.routing import Routing
+from reflexes import load_rules
 from schemas import Alert
+from schemas.routing import Routing
 from schemas.settings import ConfigError
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "brain" / "departments.yaml"
@@ -244,3 +245,31 @@ def test_file_errors(tmp_path: Path) -> None:
     assert missing.startswith(f"{tmp_path / 'nope.yaml'}: cannot read")
     (listed,) = problems(write(tmp_path, "- fire\n"))
     assert "the top level must be a mapping" in listed
+
+
+def test_a_rule_set_naming_an_unknown_department_is_reported_with_its_reflexes(tmp_path: Path) -> None:
+    rules_file = tmp_path / "rules.yaml"
+    rules_file.write_text(
+        """\
+version: 1
+reflexes:
+  - id: smoke
+    tier: edge
+    when: {kind: smoke, value: "== true"}
+    then:
+      - alert: {to: [fire, fier], severity: critical, message: "smoke"}
+      - escalate: {after: 1m, to: [emergncy]}
+  - id: heat
+    tier: brain
+    when: {kind: temperature, value: "> 57"}
+    then: [{alert: {to: [fier], severity: warning, message: "heat"}}]
+"""
+    )
+    rules = load_rules([rules_file])
+    assert rules.departments() == {"fire": ["smoke"], "fier": ["smoke", "heat"], "emergncy": ["smoke"]}
+    routing = Routing.load(write(tmp_path, FILE))
+    assert routing.check(rules.departments()) == [
+        "reflex smoke, heat: unknown department 'fier'; did you mean 'fire'?",
+        "reflex smoke: unknown department 'emergncy'; did you mean 'emergency'?",
+    ]
+    assert Routing.default().check(rules.departments()) == []  # without a file every department is allowed

@@ -149,6 +149,14 @@ class Routing(_Section):
         """
         return [self._unknown(name) for name in dict.fromkeys(departments) if not self.allows(name)]
 
+    def check(self, named: dict[str, list[str]]) -> list[str]:
+        """Problems with the departments a rule set names (department → reflex ids): unknown ones."""
+        return [
+            f"reflex {', '.join(named[name])}: {self._unknown(name)}"
+            for name in named
+            if not self.allows(name)
+        ]
+
     def departments_for(self, alert: Alert) -> tuple[str, ...]:
         """The alert's own departments, then those of every matching route; each once, order kept.
 
