@@ -26,10 +26,24 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
 
 def demo_command(args: argparse.Namespace) -> int:
     import asyncio
+    import signal
 
     from nerve_cli.demo import QUICK, _brokers, _brokers_running, run_demo
 
+    # SIGTERM (a supervisor, a test's timeout) unwinds like Ctrl-C: the demo stops every process it started.
+    signal.signal(signal.SIGTERM, signal.default_int_handler)
+    from simulator.scenarios import BUILDERS
+
     console = Console()
+    only: tuple[str, ...] | None = QUICK if args.quick else None
+    if args.only:
+        only = tuple(kind.strip() for kind in args.only.split(",") if kind.strip())
+        unknown = [kind for kind in only if kind not in BUILDERS]
+        if unknown or not only:
+            console.print(
+                f"--only: unknown scenario {', '.join(map(repr, unknown))}; one of {', '.join(BUILDERS)}"
+            )
+            return 2
     started = False
     if (args.kafka is None or args.mqtt is None) and not _brokers_running():
         console.print("starting the local brokers (scripts/brokers.sh start)")
@@ -38,9 +52,7 @@ def demo_command(args: argparse.Namespace) -> int:
     kafka = args.kafka or f"127.0.0.1:{os.environ.get('NERVE_KAFKA_PORT', '9092')}"
     host, _, port = (args.mqtt or f"127.0.0.1:{os.environ.get('NERVE_MQTT_PORT', '1883')}").rpartition(":")
     try:
-        return asyncio.run(
-            run_demo(kafka, host, int(port), args.rate, QUICK if args.quick else None, console)
-        )
+        return asyncio.run(run_demo(kafka, host, int(port), args.rate, only, console))
     except KeyboardInterrupt:
         console.print("interrupted; everything the demo started is stopped")
         return 130
