@@ -13,6 +13,7 @@ from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import TopicAlreadyExistsError
 
 from brain_bridge.config import BrainConfig
+from lockdown.client import aiokafka_options
 
 
 def brain_topics(config: BrainConfig, level_topic: str | None) -> dict[str, dict[str, str]]:
@@ -28,9 +29,12 @@ def brain_topics(config: BrainConfig, level_topic: str | None) -> dict[str, dict
     return topics
 
 
-async def ensure_topics(config: BrainConfig, topics: dict[str, dict[str, str]], replication: int = 1) -> list[str]:
-    """Create the missing ones (rules with one partition, the rest with `config.partitions`); returns them."""
-    admin = AIOKafkaAdminClient(bootstrap_servers=config.kafka.bootstrap)
+async def ensure_topics(config: BrainConfig, topics: dict[str, dict[str, str]]) -> list[str]:
+    """Create the missing ones (rules with one partition, the rest with `config.partitions`, each with
+    `config.replication` replicas); returns them. A secured city provisions them in advance
+    (`nerve secure provision`), so the brain's principal needs no right to create them."""
+    replication = config.replication
+    admin = AIOKafkaAdminClient(bootstrap_servers=config.kafka.bootstrap, **aiokafka_options(config.kafka))
     await admin.start()
     try:
         existing = set(await admin.list_topics())
@@ -38,7 +42,9 @@ async def ensure_topics(config: BrainConfig, topics: dict[str, dict[str, str]], 
         for name in missing:
             partitions = 1 if name == config.topic("rules") else config.partitions
             with contextlib.suppress(TopicAlreadyExistsError):  # another worker created it meanwhile
-                await admin.create_topics([NewTopic(name, partitions, replication, topic_configs=topics[name])])
+                await admin.create_topics(
+                    [NewTopic(name, partitions, replication, topic_configs=topics[name])]
+                )
         return missing
     finally:
         await admin.close()

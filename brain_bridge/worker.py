@@ -30,6 +30,7 @@ from aiokafka.errors import KafkaError
 from brain_bridge.config import BrainConfig
 from brain_bridge.routing import Routing
 from brain_bridge.store import TableStore
+from lockdown.client import aiokafka_options, faust_credentials
 from reflexes import Engine, RuleSet, RuleSetError
 from reflexes.deployment import decode_deployment
 from reflexes.engine import Output
@@ -77,11 +78,13 @@ class Brain:
         n = config.partitions
         app = faust.App(
             config.app_id,
-            broker=f"kafka://{config.kafka.bootstrap}",
+            # faust separates several brokers with ';' (a comma-separated bootstrap list in the config)
+            broker=";".join(f"kafka://{b.strip()}" for b in config.kafka.bootstrap.split(",")),
+            broker_credentials=faust_credentials(config.kafka),
             store="rocksdb://",
             datadir=str(config.datadir),
             topic_partitions=n,
-            topic_replication_factor=1,
+            topic_replication_factor=config.replication,
             table_standby_replicas=0,
             processing_guarantee="at_least_once",
             consumer_auto_offset_reset="earliest",
@@ -90,8 +93,13 @@ class Brain:
             producer_acks=-1,
         )
         self.app = app
-        raw: dict[str, Any] = {"key_type": bytes, "value_type": bytes, "key_serializer": "raw",
-                               "value_serializer": "raw", "partitions": n}
+        raw: dict[str, Any] = {
+            "key_type": bytes,
+            "value_type": bytes,
+            "key_serializer": "raw",
+            "value_serializer": "raw",
+            "partitions": n,
+        }
         self.events_topic = app.topic(config.topic("events"), **raw)
         self.clock_name = f"{config.app_id}-clock"
         source = config.topic("events")
@@ -124,14 +132,21 @@ class Brain:
         if version != self.version:
             dropped = engine.reload(self.rules)
             self.engines[partition] = (self.version, engine)
-            log.info("rules version %s active on partition %s (state dropped for %s)", self.version, partition, dropped or "none")
+            log.info(
+                "rules version %s active on partition %s (state dropped for %s)",
+                self.version,
+                partition,
+                dropped or "none",
+            )
         return engine
 
     # ------------------------------------------------------------ agents
     async def _rekey(self, stream: faust.StreamT[bytes]) -> None:
         async for key, value in stream.items():
             site = key.decode() if key else ""
-            with contextlib.suppress(SchemaError):  # a bad one is forwarded as is; the engine agent dead-letters it
+            with contextlib.suppress(
+                SchemaError
+            ):  # a bad one is forwarded as is; the engine agent dead-letters it
                 site = SensorEvent.from_json(value).site
             parts = site.split("/")
             await self.rekeyed.send(key="/".join(parts[: self.level + 1]).encode(), value=value)
@@ -187,8 +202,9 @@ class Brain:
     def _topic(self, name: str) -> faust.TopicT:
         topic = self.out.get(name)
         if topic is None:
-            topic = self.out[name] = self.app.topic(name, key_type=bytes, value_type=bytes,
-                                                    key_serializer="raw", value_serializer="raw")
+            topic = self.out[name] = self.app.topic(
+                name, key_type=bytes, value_type=bytes, key_serializer="raw", value_serializer="raw"
+            )
         return topic
 
     async def _route(self, output: Output) -> None:
@@ -200,15 +216,23 @@ class Brain:
         payload, key = alert.to_json(), alert.group.encode()
         await self._topic(cfg.topic("alerts")).send(key=key, value=payload)
         for department in self.routing.departments_for(alert):
-            await self._topic(self.routing.topic_for(department, cfg.kafka.prefix)).send(key=key, value=payload)
+            await self._topic(self.routing.topic_for(department, cfg.kafka.prefix)).send(
+                key=key, value=payload
+            )
 
     # ------------------------------------------------------------ hot reload
     async def _follow_rules(self) -> None:
         """Every worker reads the compacted rules topic (no consumer group) and switches versions."""
         topic = self.config.topic("rules")
         while True:
-            consumer = AIOKafkaConsumer(topic, bootstrap_servers=self.config.kafka.bootstrap,
-                                        auto_offset_reset="earliest", group_id=None, metadata_max_age_ms=2000)
+            consumer = AIOKafkaConsumer(
+                topic,
+                bootstrap_servers=self.config.kafka.bootstrap,
+                auto_offset_reset="earliest",
+                group_id=None,
+                metadata_max_age_ms=2000,
+                **aiokafka_options(self.config.kafka),
+            )
             try:
                 await consumer.start()
                 async for msg in consumer:
@@ -235,7 +259,15 @@ class Brain:
             log.error("rule set version %s refused: %s", deployed.version, e)
             return
         if partition_level(rules) < self.level:
-            log.error("rule set version %s needs events grouped by a coarser level; restart the workers", deployed.version)
+            log.error(
+                "rule set version %s needs events grouped by a coarser level; restart the workers",
+                deployed.version,
+            )
             return
         self.rules, self.version = rules, deployed.version
-        log.info("rules version %s received (%s brain reflexes, sha256 %s)", deployed.version, len(rules.reflexes), deployed.sha256[:12])
+        log.info(
+            "rules version %s received (%s brain reflexes, sha256 %s)",
+            deployed.version,
+            len(rules.reflexes),
+            deployed.sha256[:12],
+        )

@@ -10,6 +10,8 @@ import sys
 import time
 from pathlib import Path
 
+from nerve_cli import kafka_auth
+
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     brain = sub.add_parser("brain", help="the city brain's workers (Faust)")
@@ -21,11 +23,14 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
 
 
 def register_deploy(rules_sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    deploy = rules_sub.add_parser("deploy", help="check a rule set and publish it to the compacted rules topic")
+    deploy = rules_sub.add_parser(
+        "deploy", help="check a rule set and publish it to the compacted rules topic"
+    )
     deploy.add_argument("paths", nargs="+", metavar="PATH", help="rule files or folders")
     deploy.add_argument("--name", default="city", help="rule set name workers follow (default city)")
     deploy.add_argument("--bootstrap", default=os.environ.get("NERVE_KAFKA_BOOTSTRAP", "127.0.0.1:9092"))
     deploy.add_argument("--prefix", default="nerve.", help="topic prefix (default nerve.)")
+    kafka_auth.add_arguments(deploy)
     deploy.set_defaults(func=deploy_command)
 
 
@@ -47,7 +52,9 @@ def run_command(args: argparse.Namespace) -> int:
         print(e, file=sys.stderr)
         return 2
     try:
-        rules = load_rules(config.rules) if config.rules else RuleSet(1, DEFAULT_LEVELS, DEFAULT_LATENESS_S, ())
+        rules = (
+            load_rules(config.rules) if config.rules else RuleSet(1, DEFAULT_LEVELS, DEFAULT_LATENESS_S, ())
+        )
     except RuleSetError as e:
         print(e, file=sys.stderr)
         return 2
@@ -73,19 +80,26 @@ async def _deploy(args: argparse.Namespace, sources: list[tuple[str, str]]) -> i
     from aiokafka.admin import AIOKafkaAdminClient, NewTopic
     from aiokafka.errors import KafkaError, TopicAlreadyExistsError
 
+    from lockdown.client import aiokafka_options
     from reflexes.deployment import Deployment, decode_deployment, digest
 
     topic = args.prefix + "rules"
-    admin = AIOKafkaAdminClient(bootstrap_servers=args.bootstrap)
+    auth = kafka_auth.from_arguments(args)
+    security = {} if auth is None else aiokafka_options(auth)
+    admin = AIOKafkaAdminClient(bootstrap_servers=args.bootstrap, **security)
     try:
         await admin.start()
         try:
             with contextlib.suppress(TopicAlreadyExistsError):
-                await admin.create_topics([NewTopic(topic, 1, 1, topic_configs={"cleanup.policy": "compact"})])
+                await admin.create_topics(
+                    [NewTopic(topic, 1, 1, topic_configs={"cleanup.policy": "compact"})]
+                )
         finally:
             await admin.close()
         latest = 0
-        consumer = AIOKafkaConsumer(bootstrap_servers=args.bootstrap, group_id=None, enable_auto_commit=False)
+        consumer = AIOKafkaConsumer(
+            bootstrap_servers=args.bootstrap, group_id=None, enable_auto_commit=False, **security
+        )
         await consumer.start()
         try:
             from aiokafka import TopicPartition
@@ -103,7 +117,9 @@ async def _deploy(args: argparse.Namespace, sources: list[tuple[str, str]]) -> i
         version = latest + 1
         sha = digest(sources)
         payload = Deployment(args.name, version, tuple(sources), sha, time.time()).to_json()
-        producer = AIOKafkaProducer(bootstrap_servers=args.bootstrap, acks="all", enable_idempotence=True)
+        producer = AIOKafkaProducer(
+            bootstrap_servers=args.bootstrap, acks="all", enable_idempotence=True, **security
+        )
         await producer.start()
         try:
             await producer.send_and_wait(topic, payload, key=args.name.encode())
@@ -112,7 +128,9 @@ async def _deploy(args: argparse.Namespace, sources: list[tuple[str, str]]) -> i
     except KafkaError as e:
         print(f"Kafka at {args.bootstrap} did not take the rule set: {e}", file=sys.stderr)
         return 1
-    print(f"deployed rule set '{args.name}' version {version} ({len(sources)} file(s), sha256 {sha[:12]}) to {topic}")
+    print(
+        f"deployed rule set '{args.name}' version {version} ({len(sources)} file(s), sha256 {sha[:12]}) to {topic}"
+    )
     return 0
 
 
