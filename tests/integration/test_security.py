@@ -6,8 +6,11 @@ connect, publish, read and write — and that no password ever reaches a log lin
 from __future__ import annotations
 
 import asyncio
+import logging
+import os
 import time
 import uuid
+from pathlib import Path
 
 import pytest
 from aiokafka import AIOKafkaProducer
@@ -18,6 +21,8 @@ from lockdown.inventory import ADMIN
 from schemas import Alert
 from tests.integration.conftest import port_answers, split_address
 from tests.integration.secure_kit import (
+    REPO,
+    Proc,
     Publisher,
     SecureCity,
     Subscriber,
@@ -210,3 +215,172 @@ async def test_a_gateway_may_not_command_or_read_departments(city: SecureCity, t
         ) as feed:
             await asyncio.wait_for(anext(feed), 30)
     assert isinstance(refused.value.__cause__, TopicAuthorizationFailedError), repr(refused.value.__cause__)
+
+
+# ----------------------------------------------------------------------------------- the whole arc, secured
+
+ARC_RULES = """\
+version: 1
+lateness: 300ms
+reflexes:
+  - id: secured-edge-gas
+    tier: edge
+    when: {kind: gas, value: ">= 10"}
+    per: room
+    then:
+      - alert: {to: [fire], severity: critical, message: "Gas in {site}"}
+      - actuate: {kind: gas_valve, command: close}
+  - id: secured-brain-smoke
+    tier: brain
+    when: {kind: smoke, value: "> 0.5"}
+    per: room
+    then:
+      - alert: {to: [fire], severity: critical, message: "Smoke in {site}"}
+      - actuate: {kind: alarm_sounder, command: "on"}
+"""
+
+
+def edge_config(city: SecureCity, tmp: Path) -> Path:
+    inv, v = city.inventory, city.vault
+    b3 = next(g for g in inv.gateways if g.id == B3)
+    path = tmp / "gateway.yaml"
+    path.write_text(
+        f"""gateway: {B3}
+site: {b3.site}
+rules: [rules.yaml]
+mqtt:
+  host: {city.mqtt_host}
+  port: {city.mqtt_port}
+  tls: true
+  ca_file: {v.ca_cert}
+  username: {B3}
+  password_file: {v.password_file(B3)}
+  subscriptions:
+    - topic: "{inv.topic_root(b3)}/sensors/+floor/+room/+sensor/+kind"
+  command_topic: "{inv.mqtt_command_root.split("{")[0]}{{site}}/{{target}}"
+kafka:
+  bootstrap: "{city.kafka}"
+  prefix: "{inv.prefix}"
+  security_protocol: SASL_SSL
+  username: {B3}
+  password_file: {v.password_file(B3)}
+  ca_file: {v.ca_cert}
+  actuation_log: {inv.actuation_log}
+  request_timeout_ms: 5000
+spool:
+  path: {tmp / "spool"}
+lateness_margin_s: 0.4
+heartbeat_s: 1.0
+metrics_port: 0
+"""
+    )
+    return path
+
+
+def brain_config(city: SecureCity, tmp: Path) -> Path:
+    inv, v = city.inventory, city.vault
+    app = inv.brains[0]
+    path = tmp / "brain.yaml"
+    path.write_text(
+        f"""app_id: {app}
+worker: secured-{uuid.uuid4().hex[:6]}
+rules: [rules.yaml]
+kafka:
+  bootstrap: "{city.kafka}"
+  prefix: "{inv.prefix}"
+  security_protocol: SASL_SSL
+  username: {app}
+  password_file: {v.password_file(app)}
+  ca_file: {v.ca_cert}
+partitions: 4
+datadir: {tmp / "brain"}
+lateness_margin_s: 0.4
+tick_s: 0.2
+"""
+    )
+    return path
+
+
+async def test_the_whole_arc_runs_secured_and_no_secret_reaches_a_log(
+    city: SecureCity, tmp_path: Path, probe: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Sensor → MQTT (TLS) → edge agent → Kafka (SASL_SSL) → brain worker → nerve.alerts.fire → the fire
+    department, and the brain's command back to the building's device; every process logs at DEBUG, and
+    no password of any principal appears in any of their lines, the test's own or the brokers'."""
+    caplog.set_level(logging.DEBUG)
+    inv = city.inventory
+    b3 = next(g for g in inv.gateways if g.id == B3)
+    (tmp_path / "rules.yaml").write_text(ARC_RULES)
+    brain = Proc.start(
+        "brain",
+        tmp_path,
+        "brain",
+        "run",
+        "--config",
+        str(brain_config(city, tmp_path)),
+        "--log-level",
+        "debug",
+    )
+    edge = Proc.start(
+        "edge", tmp_path, "edge", "run", "--config", str(edge_config(city, tmp_path)), "--log-level", "DEBUG"
+    )
+    room = f"r{probe[:8]}"
+    devices = Subscriber(city, inv.simulators[0], [f"{inv.command_root(b3)}/f1/{room}/#"])
+    sensors = Publisher(city, inv.simulators[0])
+    try:
+        edge.wait_for('"edge agent ready"', 60)
+        brain.wait_for("[^Worker]: Ready", 180)
+        async with AlertFeed(
+            city.kafka, "fire", prefix=inv.prefix, security=city.kafka_auth(inv.department_user("fire"))
+        ) as feed:
+            root = f"{inv.topic_root(b3)}/sensors/f1/{room}"
+            sensors.publish(f"{root}/gas-{probe[:8]}/gas", b"42")
+            sensors.publish(f"{root}/smoke-{probe[:8]}/smoke", b"0.9")
+            site = f"{b3.site}/f1/{room}"
+            wanted = {"secured-edge-gas", "secured-brain-smoke"}
+            got: dict[str, Alert] = {}
+            async with asyncio.timeout(90):
+                async for alert in feed:
+                    if alert.site == site and alert.reflex in wanted:
+                        got[alert.reflex] = alert
+                        if set(got) == wanted:
+                            break
+        assert got["secured-brain-smoke"].tier == "brain"
+        assert got["secured-edge-gas"].tier == "edge"
+        # The efferent path: the edge closed the gas valve itself; the brain's command came back through
+        # nerve.commands and the gateway's downlink to the room's alarm sounder.
+        wait_until(
+            lambda: {t.rsplit("/", 1)[1] for t, _ in devices.messages} >= {"gas_valve", "alarm_sounder"},
+            60,
+            "the gas valve and alarm sounder commands on MQTT",
+        )
+    finally:
+        for client in (devices, sensors):
+            client.close()
+        edge.stop()
+        brain.stop()
+    logs = {
+        "edge agent": edge.text(),
+        "brain worker": brain.text(),
+        "test process": "\n".join(r.getMessage() + " " + repr(r.__dict__) for r in caplog.records),
+        **broker_logs(),
+    }
+    assert all("DEBUG" in logs[p].upper() for p in ("edge agent", "brain worker")), "not logging at DEBUG"
+    leaks = [
+        f"{principal}'s password in the {where} log"
+        for principal, secret in city.secrets().items()
+        for where, text in logs.items()
+        if secret in text
+    ]
+    assert leaks == [], leaks
+
+
+def broker_logs() -> dict[str, str]:
+    """The secured brokers' own logs, when they run from this checkout's launcher (NERVE_VAR)."""
+    folder = Path(os.environ.get("NERVE_VAR", REPO / "var")) / "brokers-secure"
+    found = {}
+    for name in ("kafka/kafka.log", "mosquitto/mosquitto.log", "mosquitto/mosquitto.out"):
+        path = folder / name
+        if path.exists():
+            found[f"broker {name}"] = path.read_text(errors="replace")
+    return found
