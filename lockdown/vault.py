@@ -6,7 +6,7 @@ the same folder, then a rename), so a reader never sees half a key. Layout:
     ca/ca.pem ca/ca.key                         the local certificate authority
     tls/kafka.pem                               the Kafka brokers' key + certificate chain (PEM keystore)
     tls/mosquitto.crt tls/mosquitto.key         Mosquitto's certificate and key
-    passwords/<principal>                       one password per principal, first line
+    passwords/<principal>                       one password per principal, no line break
     mosquitto/passwd mosquitto/acl              Mosquitto's password file (hashed) and ACL file
     kafka/admin.properties                      client properties of the admin principal, for Java tools
 """
@@ -61,7 +61,8 @@ class Vault:
     def new_password(self, principal: str) -> SecretStr:
         """Generate and store a fresh password for `principal` (rotation); returns it."""
         secret = secrets.token_urlsafe(PASSWORD_BYTES)
-        self.write(self.password_file(principal), secret + "\n", secret=True)
+        # No line break: Kafka's DirectoryConfigProvider (docker-compose.yml) takes the file's bytes as they are.
+        self.write(self.password_file(principal), secret, secret=True)
         return SecretStr(secret)
 
     def write(self, path: Path, text: str | bytes, *, secret: bool) -> None:
