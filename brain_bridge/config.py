@@ -17,10 +17,11 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Any, Final
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator, model_validator
+from pydantic import ConfigDict, Field, StringConstraints, field_validator, model_validator
 from pydantic_core import PydanticCustomError
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
+from schemas.credentials import KafkaAuth, resolve_auth_paths
 from schemas.fields import Name
 from schemas.settings import ConfigError as ConfigError
 from schemas.settings import load_settings
@@ -62,8 +63,9 @@ def _expand_worker(template: str) -> str:
     return template.replace("{host}", socket.gethostname()).replace("{pid}", str(os.getpid()))
 
 
-class KafkaSettings(BaseModel):
-    """The city's Kafka: bootstrap servers and the prefix of every Nerve topic."""
+class KafkaSettings(KafkaAuth):
+    """The city's Kafka: bootstrap servers, the prefix of every Nerve topic and, in a secured city, the
+    brain's principal (`security_protocol: SASL_SSL`, `username`, `password_file`, `ca_file`)."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -99,6 +101,9 @@ class BrainConfig(BaseSettings):
     kafka: KafkaSettings = KafkaSettings()
     partitions: Annotated[int, Field(ge=1, le=256)] = Field(
         default=4, description="Partitions of <prefix>events and of the brain's tables."
+    )
+    replication: Annotated[int, Field(ge=1, le=16)] = Field(
+        default=1, description="Replication factor of the topics the brain creates (3 in a city cluster)."
     )
     datadir: Path = Field(
         default=Path("var/brain/{worker}"),
@@ -180,7 +185,8 @@ def load_config(path: Path) -> BrainConfig:
 
 
 def _resolve_paths(data: dict[str, Any], folder: Path) -> dict[str, Any]:
-    """The file's data with relative `rules`, `departments` and `datadir` made relative to its folder."""
+    """The file's data with relative `rules`, `departments`, `datadir` and credential files made relative
+    to its folder."""
     out = dict(data)
     rules = out.get("rules")
     if isinstance(rules, list):
@@ -188,4 +194,6 @@ def _resolve_paths(data: dict[str, Any], folder: Path) -> dict[str, Any]:
     for key in ("departments", "datadir"):
         if isinstance(out.get(key), str):
             out[key] = str((folder / out[key]).resolve())
+    if "kafka" in out:
+        out["kafka"] = resolve_auth_paths(out["kafka"], folder)
     return out

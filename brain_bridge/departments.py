@@ -24,6 +24,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListen
 from aiokafka.errors import KafkaConnectionError, KafkaError
 
 from schemas import Ack, Alert, SchemaError
+from schemas.credentials import KafkaAuth, aiokafka_options
 from schemas.fields import DEPARTMENT_PATTERN
 from schemas.wire import WireModel
 
@@ -53,6 +54,11 @@ class KafkaUnreachableError(FeedError):
     """No broker answered at the bootstrap address (named in the message)."""
 
     retriable = True
+
+
+def _security(auth: KafkaAuth | None) -> dict[str, Any]:
+    """aiokafka's TLS/SASL keyword arguments for a department's principal (none for a plaintext broker)."""
+    return {} if auth is None else aiokafka_options(auth)
 
 
 def alerts_topic(department: str | None, prefix: str = DEFAULT_PREFIX) -> str:
@@ -219,7 +225,8 @@ class AlertFeed:
     records with a warning. With `group`, the feed is a member of that consumer group and commits what
     it has handled: an alert counts as handled once the caller asks for the next one, or leaves the
     `async with` without an exception; a restarted service resumes after it. Without `group` it starts at
-    the end of the topic (or the beginning with `from_beginning`) and commits nothing.
+    the end of the topic (or the beginning with `from_beginning`) and commits nothing. `security` holds
+    the department's principal in a secured city (TLS, SASL user and password).
 
     Entering waits up to `ready_within_s` seconds for Kafka and for the topic's partitions, so that
     alerts published after `__aenter__` returns are seen; raises `KafkaUnreachableError` if no broker answers.
@@ -235,8 +242,10 @@ class AlertFeed:
         from_beginning: bool = False,
         ready_within_s: float = 10.0,
         remember: int = REMEMBERED_PAIRS,
+        security: KafkaAuth | None = None,
     ) -> None:
         self.bootstrap = bootstrap
+        self.security = security
         self.department = department
         self.topic = alerts_topic(department, prefix)
         self.group = group
@@ -264,6 +273,7 @@ class AlertFeed:
             enable_auto_commit=False,
             auto_offset_reset="earliest" if self.from_beginning else "latest",
             metadata_max_age_ms=30_000,  # find a department topic created after the feed started
+            **_security(self.security),
         )
         consumer.subscribe([self.topic], listener=_Rebalance(self) if self.group else None)
         await _start(consumer, self.bootstrap, deadline)
@@ -373,6 +383,7 @@ async def acknowledge(
     note: str | None = None,
     prefix: str = DEFAULT_PREFIX,
     within_s: float = 10.0,
+    security: KafkaAuth | None = None,
 ) -> Ack:
     """Acknowledge `alert_id` on `<prefix>acks` (keyed by the alert id, acks=all); returns the Ack sent.
 
@@ -386,7 +397,11 @@ async def acknowledge(
     topic = f"{prefix}acks"
     deadline = asyncio.get_running_loop().time() + within_s
     producer = AIOKafkaProducer(
-        bootstrap_servers=bootstrap, client_id=_CLIENT_ID, acks="all", enable_idempotence=True
+        bootstrap_servers=bootstrap,
+        client_id=_CLIENT_ID,
+        acks="all",
+        enable_idempotence=True,
+        **_security(security),
     )
     await _start(producer, bootstrap, deadline)
     try:
@@ -427,7 +442,12 @@ async def _read_to_end(consumer: Any, topics: Iterable[str]) -> dict[str, list[A
 
 
 async def alert_states(
-    bootstrap: str, *, department: str | None = None, prefix: str = DEFAULT_PREFIX, within_s: float = 5.0
+    bootstrap: str,
+    *,
+    department: str | None = None,
+    prefix: str = DEFAULT_PREFIX,
+    within_s: float = 5.0,
+    security: KafkaAuth | None = None,
 ) -> list[AlertState]:
     """Every alert's state (cleared ones included), newest raised first; see `open_alerts`."""
     topic, acks_topic = alerts_topic(department, prefix), f"{prefix}acks"
@@ -438,6 +458,7 @@ async def alert_states(
         group_id=None,
         enable_auto_commit=False,
         auto_offset_reset="earliest",
+        **_security(security),
     )
     await _start(consumer, bootstrap, deadline)
     try:
@@ -463,7 +484,12 @@ async def alert_states(
 
 
 async def open_alerts(
-    bootstrap: str, *, department: str | None = None, prefix: str = DEFAULT_PREFIX, within_s: float = 5.0
+    bootstrap: str,
+    *,
+    department: str | None = None,
+    prefix: str = DEFAULT_PREFIX,
+    within_s: float = 5.0,
+    security: KafkaAuth | None = None,
 ) -> list[AlertState]:
     """The alerts not cleared, newest raised first, with who acknowledged them.
 
@@ -471,5 +497,7 @@ async def open_alerts(
     end offsets at the time of the call — it does not wait for new records. Raises KafkaUnreachableError
     when no broker answers, FeedError (retriable) when the read does not finish within `within_s` seconds.
     """
-    states = await alert_states(bootstrap, department=department, prefix=prefix, within_s=within_s)
+    states = await alert_states(
+        bootstrap, department=department, prefix=prefix, within_s=within_s, security=security
+    )
     return [s for s in states if s.open]

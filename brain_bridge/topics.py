@@ -14,6 +14,7 @@ from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import TopicAlreadyExistsError
 
 from brain_bridge.config import BrainConfig
+from schemas.credentials import aiokafka_options
 
 
 def brain_topics(
@@ -37,11 +38,12 @@ def brain_topics(
     return topics
 
 
-async def ensure_topics(
-    config: BrainConfig, topics: dict[str, dict[str, str]], replication: int = 1
-) -> list[str]:
-    """Create the missing ones (rules with one partition, the rest with `config.partitions`); returns them."""
-    admin = AIOKafkaAdminClient(bootstrap_servers=config.kafka.bootstrap)
+async def ensure_topics(config: BrainConfig, topics: dict[str, dict[str, str]]) -> list[str]:
+    """Create the missing ones (rules with one partition, the rest with `config.partitions`, each with
+    `config.replication` replicas); returns them. A secured city provisions them in advance
+    (`nerve secure provision`), so the brain's principal needs no right to create them."""
+    replication = config.replication
+    admin = AIOKafkaAdminClient(bootstrap_servers=config.kafka.bootstrap, **aiokafka_options(config.kafka))
     await admin.start()
     try:
         existing = set(await admin.list_topics())

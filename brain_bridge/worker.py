@@ -47,6 +47,7 @@ from reflexes.deployment import decode_deployment
 from reflexes.engine import Output
 from reflexes.loader import load_rules_sources
 from schemas import Alert, Command, DeadLetter, SchemaError, SensorEvent
+from schemas.credentials import aiokafka_options, faust_credentials
 from schemas.routing import Routing
 
 log = logging.getLogger("nerve.brain")
@@ -97,11 +98,13 @@ class Brain:
         faust_fixes.apply()
         app = faust.App(
             config.app_id,
-            broker=f"kafka://{config.kafka.bootstrap}",
+            # faust separates several brokers with ';' (a comma-separated bootstrap list in the config)
+            broker=";".join(f"kafka://{b.strip()}" for b in config.kafka.bootstrap.split(",")),
+            broker_credentials=faust_credentials(config.kafka),
             store="rocksdb://",
             datadir=str(config.datadir),
             topic_partitions=n,
-            topic_replication_factor=1,
+            topic_replication_factor=config.replication,
             table_standby_replicas=0,
             processing_guarantee="at_least_once",
             consumer_auto_offset_reset="earliest",
@@ -226,7 +229,9 @@ class Brain:
     async def _committed(self, partition: int) -> int | None:
         """Where this assignment of events partition `partition` starts: the group's committed offset."""
         tp = TopicPartition(self.config.topic("events"), partition)
-        admin = AIOKafkaAdminClient(bootstrap_servers=self.config.kafka.bootstrap)
+        admin = AIOKafkaAdminClient(
+            bootstrap_servers=self.config.kafka.bootstrap, **aiokafka_options(self.config.kafka)
+        )
         try:
             await admin.start()
             offsets = await admin.list_consumer_group_offsets(self.config.app_id, partitions=[tp])
@@ -356,6 +361,7 @@ class Brain:
                 auto_offset_reset="earliest",
                 group_id=None,
                 metadata_max_age_ms=2000,
+                **aiokafka_options(self.config.kafka),
             )
             try:
                 await consumer.start()

@@ -31,6 +31,7 @@ from reflexes.deployment import decode_deployment
 from reflexes.engine import Output
 from reflexes.loader import load_rules_sources
 from schemas import Command, SensorEvent
+from schemas.credentials import aiokafka_options
 from schemas.routing import Routing
 
 log = logging.getLogger("nerve.edge")
@@ -77,6 +78,7 @@ class EdgeAgent:
             linger_ms=config.kafka.linger_ms,
             compression=config.kafka.compression,
             request_timeout_ms=config.kafka.request_timeout_ms,
+            security=aiokafka_options(config.kafka),
             on_connected=lambda up: self.metrics.kafka_connected.set(1 if up else 0),
             on_delivered=lambda p, n: self.metrics.events_out.labels(priority=p.name.lower()).inc(n),
         )
@@ -108,9 +110,15 @@ class EdgeAgent:
         for out in outputs:
             if isinstance(out, Command):
                 self._actuate(out, origin)
-                records.append(
-                    SpoolRecord(Priority.URGENT, cfg.topic("commands"), out.site.encode(), out.to_json())
-                )
+                if cfg.kafka.actuation_log is not None:
+                    records.append(
+                        SpoolRecord(
+                            Priority.URGENT,
+                            cfg.topic(cfg.kafka.actuation_log),
+                            out.site.encode(),
+                            out.to_json(),
+                        )
+                    )
             else:
                 stamped = out.model_copy(update={"emitted_at": time.time()})
                 payload = stamped.to_json()
@@ -232,6 +240,7 @@ class EdgeAgent:
                 auto_offset_reset="earliest",
                 group_id=None,
                 metadata_max_age_ms=5000,
+                **aiokafka_options(self.config.kafka),
             )
             try:
                 await consumer.start()
@@ -281,8 +290,7 @@ class EdgeAgent:
             filters=filters,
             loop=loop,
             keepalive=cfg.mqtt.keepalive,
-            username=cfg.mqtt.username,
-            password=cfg.mqtt.password.get_secret_value() if cfg.mqtt.password is not None else None,
+            auth=cfg.mqtt,
         )
         if cfg.metrics_port:
             self.metrics_port = self.metrics.serve(cfg.metrics_port)
@@ -293,6 +301,7 @@ class EdgeAgent:
             group=f"nerve-edge-{cfg.gateway}",
             scope=cfg.site,
             actuate=self._actuate_from_brain,
+            security=aiokafka_options(cfg.kafka),
         )
         tasks = [
             asyncio.create_task(self._ingest(stop), name="ingest"),

@@ -18,7 +18,6 @@ from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
-    SecretStr,
     StringConstraints,
     field_validator,
     model_validator,
@@ -27,6 +26,7 @@ from pydantic_core import PydanticCustomError
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 from edge_agent.ingest import SitePlan, TemplateError, TopicTemplate
+from schemas.credentials import KafkaAuth, MqttAuth, resolve_auth_paths
 from schemas.fields import Kind, Name, SitePath, Unit
 
 # ConfigError is re-exported: callers of load_config catch it from here.
@@ -115,16 +115,15 @@ class Subscription(_Section):
         return TopicTemplate.parse(self.topic)
 
 
-class MqttSettings(_Section):
-    """The building's MQTT broker: where sensors publish and actuators listen."""
+class MqttSettings(MqttAuth):
+    """The building's MQTT broker: where sensors publish and actuators listen; TLS and the gateway's user
+    (`tls`, `ca_file`, `username`, `password` or `password_file`) when the broker is secured."""
 
     host: Annotated[str, StringConstraints(min_length=1)] = "127.0.0.1"
     port: Port = 1883
     client_id: str = Field(
         default="{gateway}", min_length=1, description="{gateway} is replaced by the gateway id."
     )
-    username: str | None = None
-    password: SecretStr | None = None
     keepalive: Annotated[int, Field(ge=0, le=65535)] = 30
     subscriptions: list[Subscription] = Field(min_length=1)
     command_topic: str = Field(
@@ -169,8 +168,9 @@ class MqttSettings(_Section):
         return self
 
 
-class KafkaSettings(_Section):
-    """The uplink to the city: Kafka bootstrap servers and producer tuning."""
+class KafkaSettings(KafkaAuth):
+    """The uplink to the city: Kafka bootstrap servers, producer tuning and, in a secured city, the
+    gateway's principal (`security_protocol: SASL_SSL`, `username`, `password_file`, `ca_file`)."""
 
     bootstrap: Annotated[str, StringConstraints(min_length=1)] = "127.0.0.1:9092"
     prefix: Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9._-]*$")] = "nerve."
@@ -180,6 +180,11 @@ class KafkaSettings(_Section):
     linger_ms: Annotated[int, Field(ge=0)] = 5
     compression: Literal["none", "gzip", "snappy", "lz4", "zstd"] = "gzip"
     request_timeout_ms: Annotated[int, Field(ge=1)] = 10_000
+    actuation_log: Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9._-]+$")] | None = Field(
+        default="commands",
+        description="Topic (after the prefix) where the agent logs the commands it actuated itself; null: "
+        "none. A secured city uses its own topic (e.g. edge-actuations): only the brain may write commands.",
+    )
 
 
 class SpoolSettings(_Section):
@@ -291,7 +296,8 @@ def load_config(path: Path) -> EdgeConfig:
 
 
 def _resolve_paths(data: dict[str, Any], folder: Path) -> dict[str, Any]:
-    """The file's data with relative `rules`, `departments` and `spool.path` made relative to the file's folder."""
+    """The file's data with relative `rules`, `departments`, `spool.path` and credential files made
+    relative to its folder."""
     out = dict(data)
     rules = out.get("rules")
     if isinstance(rules, list):
@@ -301,4 +307,7 @@ def _resolve_paths(data: dict[str, Any], folder: Path) -> dict[str, Any]:
     spool = out.get("spool")
     if isinstance(spool, dict) and isinstance(spool.get("path"), str):
         out["spool"] = {**spool, "path": str((folder / spool["path"]).resolve())}
+    for section in ("mqtt", "kafka"):
+        if section in out:
+            out[section] = resolve_auth_paths(out[section], folder)
     return out

@@ -12,6 +12,7 @@ import contextlib
 import logging
 from collections import OrderedDict
 from collections.abc import Callable
+from typing import Any
 
 from aiokafka import AIOKafkaConsumer
 from aiokafka.errors import KafkaError
@@ -47,9 +48,17 @@ class Downlink:
     """Consume commands for `scope` and hand each to `actuate` (with reconnects while Kafka is down)."""
 
     def __init__(
-        self, *, bootstrap: str, topic: str, group: str, scope: str, actuate: Callable[[Command], None]
+        self,
+        *,
+        bootstrap: str,
+        topic: str,
+        group: str,
+        scope: str,
+        actuate: Callable[[Command], None],
+        security: dict[str, Any] | None = None,
     ) -> None:
         self.bootstrap, self.topic, self.group, self.scope = bootstrap, topic, group, scope
+        self.security = security or {}
         self.actuate = actuate
         self.received = 0
 
@@ -62,6 +71,7 @@ class Downlink:
                 group_id=self.group,
                 auto_offset_reset="latest",  # a gateway that was away does not replay stale commands on first start
                 enable_auto_commit=True,
+                **self.security,
             )
             try:
                 await consumer.start()

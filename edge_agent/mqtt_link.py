@@ -18,6 +18,8 @@ from typing import Any
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
 
+from schemas.credentials import MqttAuth
+
 log = logging.getLogger("nerve.edge.mqtt")
 
 
@@ -43,8 +45,7 @@ class MqttLink:
         filters: list[str],
         loop: asyncio.AbstractEventLoop,
         keepalive: int = 30,
-        username: str | None = None,
-        password: str | None = None,
+        auth: MqttAuth | None = None,
     ) -> None:
         self.host, self.port, self.keepalive = host, port, keepalive
         self.filters = filters
@@ -64,8 +65,8 @@ class MqttLink:
         client.max_inflight_messages_set(1000)
         client.max_queued_messages_set(0)  # outgoing publishes queue while disconnected, not dropped
         client.reconnect_delay_set(1, 5)
-        if username is not None:
-            client.username_pw_set(username, password)
+        if auth is not None:
+            auth.apply(client)  # TLS and the gateway's user, when the broker is secured
         client.on_connect = self._on_connect
         client.on_disconnect = self._on_disconnect
         client.on_message = self._on_message

@@ -7,9 +7,10 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import Callable
+from typing import Any
 
 from aiokafka import AIOKafkaProducer
-from aiokafka.errors import KafkaError
+from aiokafka.errors import KafkaError, TopicAuthorizationFailedError
 
 from edge_agent.spool import Priority, Spool, SpoolId, SpoolRecord
 
@@ -34,6 +35,7 @@ class Uplink:
         linger_ms: int = 5,
         compression: str | None = "gzip",
         request_timeout_ms: int = 10_000,
+        security: dict[str, Any] | None = None,
         batch: int = 1000,
         on_connected: Callable[[bool], None] = lambda up: None,
         on_delivered: Callable[[Priority, int], None] = lambda p, n: None,
@@ -48,6 +50,7 @@ class Uplink:
             "compression_type": compression,
             "request_timeout_ms": request_timeout_ms,
             "max_batch_size": 256 * 1024,
+            **(security or {}),  # TLS and SASL options (schemas.credentials.aiokafka_options)
         }
         self.batch = batch
         self._request_timeout_s = request_timeout_ms / 1000
@@ -56,6 +59,8 @@ class Uplink:
         self._producer: AIOKafkaProducer | None = None
         self._wake = asyncio.Event()
         self.backlog_drained = 0
+        self.refused = 0
+        """Records dropped because Kafka refused their topic to this principal."""
 
     def wake(self) -> None:
         """New records are on the spool."""
@@ -90,8 +95,16 @@ class Uplink:
         """
         limit_s = self._request_timeout_s + 2.0
 
+        async def enqueue(rec: SpoolRecord) -> Any:
+            try:
+                return await producer.send(rec.topic, rec.value, key=rec.key)
+            except TopicAuthorizationFailedError as e:  # refused when the topic's metadata was fetched
+                refusal: asyncio.Future[object] = asyncio.get_running_loop().create_future()
+                refusal.set_exception(e)
+                return refusal
+
         async def deliver() -> list[object]:
-            futures = [await producer.send(rec.topic, rec.value, key=rec.key) for _, rec in batch]
+            futures = [await enqueue(rec) for _, rec in batch]
             return list(await asyncio.gather(*futures, return_exceptions=True))
 
         try:
@@ -99,7 +112,25 @@ class Uplink:
         except TimeoutError:
             raise UplinkError(f"no acknowledgement from Kafka within {limit_s:.0f} s") from None
         done = [sid for (sid, _), r in zip(batch, results, strict=True) if not isinstance(r, BaseException)]
-        failed = [r for r in results if isinstance(r, BaseException)]
+        # A topic this gateway's principal may not write never will: sending those records again would
+        # block the spool behind them for ever. They are dropped, loudly.
+        refused = [
+            (sid, rec.topic)
+            for (sid, rec), r in zip(batch, results, strict=True)
+            if isinstance(r, TopicAuthorizationFailedError)
+        ]
+        if refused:
+            log.error(
+                "kafka refused records: this gateway may not write their topics (check its ACLs); dropped",
+                extra={"records": len(refused), "topics": sorted({t for _, t in refused})},
+            )
+            self.refused += len(refused)
+            done.extend(sid for sid, _ in refused)
+        failed = [
+            r
+            for r in results
+            if isinstance(r, BaseException) and not isinstance(r, TopicAuthorizationFailedError)
+        ]
         if failed and not done:
             raise UplinkError(repr(failed[0]))
         if failed:

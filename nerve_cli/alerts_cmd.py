@@ -26,6 +26,7 @@ from brain_bridge.departments import (
     acknowledge,
     alert_states,
 )
+from nerve_cli import kafka_auth
 from schemas import Alert, SchemaError
 
 DEFAULT_BOOTSTRAP: Final = "127.0.0.1:9092"
@@ -85,6 +86,7 @@ def _kafka_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--prefix", default=DEFAULT_PREFIX, metavar="P", help=f"topic prefix (default {DEFAULT_PREFIX})"
     )
+    kafka_auth.add_arguments(parser)
 
 
 def _utc(ts: float) -> str:
@@ -174,6 +176,7 @@ async def _tail(args: argparse.Namespace) -> int:
         prefix=args.prefix,
         group=args.group,
         from_beginning=args.from_beginning,
+        security=kafka_auth.from_arguments(args),
     )
     console = Console(highlight=False, soft_wrap=True)
 
@@ -210,7 +213,14 @@ async def _tail(args: argparse.Namespace) -> int:
 
 def ack_command(args: argparse.Namespace) -> int:
     async def work() -> int:
-        ack = await acknowledge(args.bootstrap, args.alert_id, args.by, note=args.note, prefix=args.prefix)
+        ack = await acknowledge(
+            args.bootstrap,
+            args.alert_id,
+            args.by,
+            note=args.note,
+            prefix=args.prefix,
+            security=kafka_auth.from_arguments(args),
+        )
         print(ack.to_json().decode())
         return 0
 
@@ -220,7 +230,11 @@ def ack_command(args: argparse.Namespace) -> int:
 def list_command(args: argparse.Namespace) -> int:
     async def work() -> int:
         states = await alert_states(
-            args.bootstrap, department=args.department, prefix=args.prefix, within_s=args.within
+            args.bootstrap,
+            department=args.department,
+            prefix=args.prefix,
+            within_s=args.within,
+            security=kafka_auth.from_arguments(args),
         )
         if args.open:
             states = [s for s in states if s.open]

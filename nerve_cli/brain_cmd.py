@@ -10,6 +10,8 @@ import sys
 import time
 from pathlib import Path
 
+from nerve_cli import kafka_auth
+
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     brain = sub.add_parser("brain", help="the city brain's workers (Faust)")
@@ -28,6 +30,7 @@ def register_deploy(rules_sub: argparse._SubParsersAction[argparse.ArgumentParse
     deploy.add_argument("--name", default="city", help="rule set name workers follow (default city)")
     deploy.add_argument("--bootstrap", default=os.environ.get("NERVE_KAFKA_BOOTSTRAP", "127.0.0.1:9092"))
     deploy.add_argument("--prefix", default="nerve.", help="topic prefix (default nerve.)")
+    kafka_auth.add_arguments(deploy)
     deploy.set_defaults(func=deploy_command)
 
 
@@ -88,9 +91,12 @@ async def _deploy(args: argparse.Namespace, sources: list[tuple[str, str]]) -> i
     from aiokafka.errors import KafkaError, TopicAlreadyExistsError
 
     from reflexes.deployment import Deployment, decode_deployment, digest
+    from schemas.credentials import aiokafka_options
 
     topic = args.prefix + "rules"
-    admin = AIOKafkaAdminClient(bootstrap_servers=args.bootstrap)
+    auth = kafka_auth.from_arguments(args)
+    security = {} if auth is None else aiokafka_options(auth)
+    admin = AIOKafkaAdminClient(bootstrap_servers=args.bootstrap, **security)
     try:
         await admin.start()
         try:
@@ -101,7 +107,9 @@ async def _deploy(args: argparse.Namespace, sources: list[tuple[str, str]]) -> i
         finally:
             await admin.close()
         latest = 0
-        consumer = AIOKafkaConsumer(bootstrap_servers=args.bootstrap, group_id=None, enable_auto_commit=False)
+        consumer = AIOKafkaConsumer(
+            bootstrap_servers=args.bootstrap, group_id=None, enable_auto_commit=False, **security
+        )
         await consumer.start()
         try:
             from aiokafka import TopicPartition
@@ -119,7 +127,9 @@ async def _deploy(args: argparse.Namespace, sources: list[tuple[str, str]]) -> i
         version = latest + 1
         sha = digest(sources)
         payload = Deployment(args.name, version, tuple(sources), sha, time.time()).to_json()
-        producer = AIOKafkaProducer(bootstrap_servers=args.bootstrap, acks="all", enable_idempotence=True)
+        producer = AIOKafkaProducer(
+            bootstrap_servers=args.bootstrap, acks="all", enable_idempotence=True, **security
+        )
         await producer.start()
         try:
             await producer.send_and_wait(topic, payload, key=args.name.encode())

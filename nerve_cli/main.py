@@ -23,6 +23,7 @@ def _registrars() -> list[Register]:
         replay_cmd,
         rules_cmd,
         schemas_cmd,
+        secure_cmd,
         simulate_cmd,
     )
 
@@ -35,6 +36,7 @@ def _registrars() -> list[Register]:
         simulate_cmd.register,
         demo_cmd.register,
         schemas_cmd.register,
+        secure_cmd.register,
     ]
 
 

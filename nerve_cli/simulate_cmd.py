@@ -9,9 +9,13 @@ import signal
 import sys
 from collections.abc import Sequence
 from dataclasses import asdict
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final
 
 import orjson
+from pydantic import ValidationError
+
+from schemas.credentials import MqttAuth
 
 if TYPE_CHECKING:
     from simulator.city import City
@@ -110,6 +114,19 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         "--summary", choices=("text", "json"), default="text", help="summary format (default text)"
     )
     p.add_argument("--dry-run", action="store_true", help="generate the traffic without a broker")
+    secured = p.add_argument_group("a secured broker")
+    secured.add_argument(
+        "--tls", action="store_true", default=bool(os.environ.get("NERVE_MQTT_TLS")), help="connect with TLS"
+    )
+    secured.add_argument("--ca-file", type=Path, default=os.environ.get("NERVE_MQTT_CA_FILE"), metavar="FILE")
+    secured.add_argument("--username", default=os.environ.get("NERVE_MQTT_USERNAME"))
+    secured.add_argument(
+        "--password-file",
+        type=Path,
+        default=os.environ.get("NERVE_MQTT_PASSWORD_FILE"),
+        metavar="FILE",
+        help="a file holding the password (default $NERVE_MQTT_PASSWORD_FILE)",
+    )
     p.set_defaults(func=simulate_command, planned=None)
 
 
@@ -218,7 +235,14 @@ async def _simulate(args: argparse.Namespace, city: City, plan: Plan) -> int:
     if args.dry_run:
         publisher = MemoryPublisher()
     else:
-        mqtt = MqttPublisher(args.host, args.port)
+        try:
+            auth = MqttAuth(
+                tls=args.tls, ca_file=args.ca_file, username=args.username, password_file=args.password_file
+            )
+        except ValidationError as e:
+            print(f"nerve simulate: {'; '.join(err['msg'] for err in e.errors())}", file=sys.stderr)
+            return 2
+        mqtt = MqttPublisher(args.host, args.port, auth=auth)
         try:
             await asyncio.to_thread(mqtt.connect, 10.0)
         except PublishError as e:

@@ -1,10 +1,19 @@
 #!/usr/bin/env bash
 # Local Kafka (single-node KRaft, run from Maven jars) and Mosquitto for development and tests.
 #
-#   scripts/brokers.sh start|stop|status [kafka|mqtt]      (no second argument: both brokers)
+#   scripts/brokers.sh start|stop|status [kafka|mqtt] [--secure]     (no broker named: both)
+#
+# --secure (or NERVE_SECURE=1) runs the secured pair instead, on their own ports and data dirs, beside the
+# plain ones: Kafka with SASL_SSL (SCRAM-SHA-512) and ACLs, Mosquitto with TLS, passwords and ACLs. Its
+# certificates, passwords and ACL files come from `nerve secure init` (run here when missing, from the
+# inventory NERVE_INVENTORY, default examples/secure/inventory.yaml, into NERVE_SECURE_DIR, default
+# $NERVE_VAR/secure); users, topics and ACLs are provisioned in Kafka after every start (idempotent).
+# The secured mode needs NERVE_PYTHON (or <repo>/.venv) with the project installed.
 #
 # Environment:
 #   NERVE_KAFKA_PORT (9092), NERVE_KAFKA_CONTROLLER_PORT (9093), NERVE_MQTT_PORT (1883)
+#   secured: NERVE_SECURE_KAFKA_PORT (29092), NERVE_SECURE_KAFKA_CONTROLLER_PORT (29093),
+#            NERVE_SECURE_MQTT_PORT (28883), NERVE_SECURE_DIR, NERVE_INVENTORY
 #   NERVE_VAR     state root; configs, data, logs and pid files go to $NERVE_VAR/brokers (default <repo>/var)
 #   NERVE_CACHE   where the Kafka jars are cached (default ~/.cache/nerve)
 #   NERVE_PYTHON  a python that can import aiokafka, for the Kafka readiness check
@@ -24,16 +33,35 @@ readonly REPO
 
 absolute() { if [[ $1 == /* ]]; then printf '%s' "$1"; else printf '%s/%s' "$PWD" "$1"; fi; }
 
-KAFKA_PORT=${NERVE_KAFKA_PORT:-9092}
-CONTROLLER_PORT=${NERVE_KAFKA_CONTROLLER_PORT:-9093}
-MQTT_PORT=${NERVE_MQTT_PORT:-1883}
+SECURE=${NERVE_SECURE:-}
+ARGS=()
+for arg in "$@"; do
+	if [[ $arg == --secure ]]; then SECURE=1; else ARGS+=("$arg"); fi
+done
+[[ $SECURE == 0 ]] && SECURE=""
+
 CACHE=$(absolute "${NERVE_CACHE:-$HOME/.cache/nerve}")
 VAR=$(absolute "${NERVE_VAR:-$REPO/var}")
 TIMEOUT=${NERVE_BROKER_TIMEOUT:-90}
-
 KAFKA_HOME=$CACHE/kafka-$KAFKA_VERSION # libs/ and the .complete marker
-KAFKA_DIR=$VAR/brokers/kafka           # rendered configs, cluster-id, data/, kafka.log, kafka.pid
-MQTT_DIR=$VAR/brokers/mosquitto        # rendered config, data/, mosquitto.log, mosquitto.out, mosquitto.pid
+
+if [[ -n $SECURE ]]; then
+	KAFKA_PORT=${NERVE_SECURE_KAFKA_PORT:-29092}
+	CONTROLLER_PORT=${NERVE_SECURE_KAFKA_CONTROLLER_PORT:-29093}
+	MQTT_PORT=${NERVE_SECURE_MQTT_PORT:-28883}
+	BROKERS_DIR=$VAR/brokers-secure
+	SECURE_DIR=$(absolute "${NERVE_SECURE_DIR:-$VAR/secure}")
+	INVENTORY=$(absolute "${NERVE_INVENTORY:-$REPO/examples/secure/inventory.yaml}")
+	# Rendered configs hold the broker's password: everything this launcher writes is private.
+	umask 077
+else
+	KAFKA_PORT=${NERVE_KAFKA_PORT:-9092}
+	CONTROLLER_PORT=${NERVE_KAFKA_CONTROLLER_PORT:-9093}
+	MQTT_PORT=${NERVE_MQTT_PORT:-1883}
+	BROKERS_DIR=$VAR/brokers
+fi
+KAFKA_DIR=$BROKERS_DIR/kafka    # rendered configs, cluster-id, data/, kafka.log, kafka.pid
+MQTT_DIR=$BROKERS_DIR/mosquitto # rendered config, data/, mosquitto.log, mosquitto.out, mosquitto.pid
 
 log() { printf '%s\n' "$*"; }
 die() {
@@ -41,7 +69,7 @@ die() {
 	exit 1
 }
 usage() {
-	printf 'usage: %s start|stop|status [kafka|mqtt]\n' "$0" >&2
+	printf 'usage: %s start|stop|status [kafka|mqtt] [--secure]\n' "$0" >&2
 	exit 2
 }
 
@@ -69,6 +97,11 @@ mqtt_answers() { # mqtt_answers PORT: an MQTT 3.1.1 CONNECT gets a CONNACK "acce
 		printf "\xe0\x00" >&3
 		[[ $reply == 20020000 ]]
 	' "$HOST" "$1" 2>/dev/null
+}
+
+mqtt_tls_answers() { # mqtt_tls_answers PORT: the TLS listener completes a handshake with a certificate of our CA
+	timeout 5 openssl s_client -connect "$HOST:$1" -CAfile "$SECURE_DIR/ca/ca.pem" -verify_return_error \
+		-verify_ip "$HOST" </dev/null >/dev/null 2>&1
 }
 
 port_holder() { # best effort: which process listens on PORT, for error messages
@@ -216,9 +249,19 @@ kafka_java() { # kafka_java ARGS...: java with the cached jars and the quiet log
 
 prepare_kafka() {
 	local cluster_id
+	local -a scram=()
 	mkdir -p "$KAFKA_DIR/data"
-	render "$REPO/docker/kafka/server.properties" "$KAFKA_DIR/server.properties" \
-		"KAFKA_PORT=$KAFKA_PORT" "CONTROLLER_PORT=$CONTROLLER_PORT" "DATA_DIR=$KAFKA_DIR/data"
+	if [[ -n $SECURE ]]; then
+		render "$REPO/docker/kafka/server.secure.properties" "$KAFKA_DIR/server.properties" \
+			"KAFKA_PORT=$KAFKA_PORT" "CONTROLLER_PORT=$CONTROLLER_PORT" "DATA_DIR=$KAFKA_DIR/data" \
+			"SECURE_DIR=$SECURE_DIR" "BROKER_PASSWORD=$(head -n 1 "$SECURE_DIR/passwords/kafka-broker")"
+		# The broker's and the admin's SCRAM users come with the first metadata; the admin adds the rest.
+		scram=(--add-scram "SCRAM-SHA-512=[name=kafka-broker,password=$(head -n 1 "$SECURE_DIR/passwords/kafka-broker")]"
+			--add-scram "SCRAM-SHA-512=[name=nerve-admin,password=$(head -n 1 "$SECURE_DIR/passwords/nerve-admin")]")
+	else
+		render "$REPO/docker/kafka/server.properties" "$KAFKA_DIR/server.properties" \
+			"KAFKA_PORT=$KAFKA_PORT" "CONTROLLER_PORT=$CONTROLLER_PORT" "DATA_DIR=$KAFKA_DIR/data"
+	fi
 	render "$REPO/docker/kafka/log4j.properties" "$KAFKA_DIR/log4j.properties"
 	# One cluster id per data dir, kept beside it: a data dir formatted for one id refuses any other.
 	if [[ ! -s $KAFKA_DIR/cluster-id ]]; then
@@ -229,7 +272,7 @@ prepare_kafka() {
 	# Formatting costs a JVM start; a formatted data dir has meta.properties and needs none.
 	if [[ ! -f $KAFKA_DIR/data/meta.properties ]]; then
 		kafka_java kafka.tools.StorageTool format -t "$(<"$KAFKA_DIR/cluster-id")" \
-			-c "$KAFKA_DIR/server.properties" --ignore-formatted >>"$KAFKA_LOG" 2>&1 ||
+			-c "$KAFKA_DIR/server.properties" --ignore-formatted "${scram[@]}" >>"$KAFKA_LOG" 2>&1 ||
 			die "formatting the KRaft storage in $KAFKA_DIR/data failed; see $KAFKA_LOG"
 	fi
 }
@@ -255,15 +298,30 @@ kafka_metadata_ok() { # the broker answers a metadata request and lists itself a
 	# The listener accepts connections before the broker has caught up with its controller; only a
 	# metadata answer that names an (unfenced) broker means clients can work.
 	if python=$(python_with_aiokafka); then
-		timeout 15 "$python" - "$HOST:$KAFKA_PORT" >/dev/null 2>&1 <<'PY'
+		timeout 15 "$python" - "$HOST:$KAFKA_PORT" "${SECURE:+$SECURE_DIR}" >/dev/null 2>&1 <<'PY'
 import asyncio
 import sys
 
 from aiokafka import AIOKafkaClient
+from aiokafka.helpers import create_ssl_context
+
+
+def security() -> dict[str, object]:
+    if not sys.argv[2]:
+        return {}
+    with open(f"{sys.argv[2]}/passwords/nerve-admin") as f:
+        password = f.readline().rstrip("\n")
+    return {
+        "security_protocol": "SASL_SSL",
+        "ssl_context": create_ssl_context(cafile=f"{sys.argv[2]}/ca/ca.pem"),
+        "sasl_mechanism": "SCRAM-SHA-512",
+        "sasl_plain_username": "nerve-admin",
+        "sasl_plain_password": password,
+    }
 
 
 async def main() -> None:
-    client = AIOKafkaClient(bootstrap_servers=sys.argv[1], request_timeout_ms=5000)
+    client = AIOKafkaClient(bootstrap_servers=sys.argv[1], request_timeout_ms=5000, **security())
     try:
         await client.bootstrap()
         if not client.cluster.brokers():
@@ -275,6 +333,7 @@ async def main() -> None:
 asyncio.run(main())
 PY
 	else
+		[[ -z $SECURE ]] || die "the secured mode needs a python with the project installed (NERVE_PYTHON or $REPO/.venv)"
 		timeout 30 java -cp "$KAFKA_HOME/libs/*" -Dlog4j.configuration="file:$KAFKA_DIR/log4j.properties" \
 			kafka.admin.BrokerApiVersionsCommand --bootstrap-server "$HOST:$KAFKA_PORT" 2>/dev/null |
 			grep -q '(id: 1 '
@@ -376,8 +435,14 @@ launch_mqtt() {
 	require_free_port "$MQTT_PORT" "mqtt" NERVE_MQTT_PORT
 	binary=$(ensure_mosquitto)
 	mkdir -p "$MQTT_DIR/data"
-	render "$REPO/docker/mosquitto/mosquitto.conf" "$MQTT_DIR/mosquitto.conf" \
-		"MQTT_PORT=$MQTT_PORT" "DATA_DIR=$MQTT_DIR/data" "LOG_FILE=$MQTT_LOG" "RUN_USER=$(id -un)"
+	if [[ -n $SECURE ]]; then
+		render "$REPO/docker/mosquitto/mosquitto.secure.conf" "$MQTT_DIR/mosquitto.conf" \
+			"MQTT_PORT=$MQTT_PORT" "DATA_DIR=$MQTT_DIR/data" "LOG_FILE=$MQTT_LOG" "RUN_USER=$(id -un)" \
+			"SECURE_DIR=$SECURE_DIR"
+	else
+		render "$REPO/docker/mosquitto/mosquitto.conf" "$MQTT_DIR/mosquitto.conf" \
+			"MQTT_PORT=$MQTT_PORT" "DATA_DIR=$MQTT_DIR/data" "LOG_FILE=$MQTT_LOG" "RUN_USER=$(id -un)"
+	fi
 	MQTT_STARTED_AT=$(now)
 	launch "$MQTT_PIDFILE" "$MQTT_OUT" "$binary" -c "$MQTT_DIR/mosquitto.conf"
 }
@@ -385,7 +450,7 @@ launch_mqtt() {
 wait_mqtt() {
 	local deadline=$((SECONDS + TIMEOUT))
 	[[ -n $MQTT_STARTED_AT ]] || return 0
-	until mqtt_answers "$MQTT_PORT"; do
+	until if [[ -n $SECURE ]]; then mqtt_tls_answers "$MQTT_PORT"; else mqtt_answers "$MQTT_PORT"; fi; do
 		pid_of "$MQTT_PIDFILE" "$MQTT_MARK" >/dev/null ||
 			fail_start mqtt "$MQTT_PIDFILE" "$MQTT_OUT" "mosquitto exited during start-up (its log: $MQTT_LOG)" "$MQTT_MARK"
 		((SECONDS < deadline)) ||
@@ -393,6 +458,34 @@ wait_mqtt() {
 		sleep 0.1
 	done
 	log "mqtt ready on $HOST:$MQTT_PORT in $(seconds_since "$MQTT_STARTED_AT")s (mosquitto pid $(<"$MQTT_PIDFILE"), log $MQTT_LOG)"
+}
+
+# --- secured mode ------------------------------------------------------------------------------------
+
+nerve_python() { # prints a python that has the project (nerve_cli.lockdown) installed, or dies
+	local candidate
+	for candidate in "${NERVE_PYTHON:-}" "$REPO/.venv/bin/python"; do
+		if [[ -n $candidate ]] && "$candidate" -c 'import nerve_cli.lockdown.city' 2>/dev/null; then
+			printf '%s' "$candidate"
+			return 0
+		fi
+	done
+	die "the secured mode needs a python with the project installed: set NERVE_PYTHON or create $REPO/.venv (scripts/test.sh does)"
+}
+
+secure_init() { # the certificates, passwords and Mosquitto files (idempotent: keeps what exists)
+	local python
+	python=$(nerve_python)
+	ensure_mosquitto >/dev/null # mosquitto_passwd hashes the password file
+	(cd "$REPO" && "$python" -m nerve_cli secure init --inventory "$INVENTORY" --dir "$SECURE_DIR") >/dev/null ||
+		die "nerve secure init --inventory $INVENTORY --dir $SECURE_DIR failed"
+}
+
+secure_provision() { # the Kafka users, topics and ACLs of the inventory (idempotent)
+	local python
+	python=$(nerve_python)
+	(cd "$REPO" && "$python" -m nerve_cli secure provision --inventory "$INVENTORY" --dir "$SECURE_DIR" \
+		--bootstrap "$HOST:$KAFKA_PORT") || die "provisioning users, topics and ACLs in Kafka failed"
 }
 
 # --- commands ----------------------------------------------------------------------------------------
@@ -434,11 +527,13 @@ main() {
 	case $command in
 	start)
 		mkdir -p "$KAFKA_DIR" "$MQTT_DIR"
+		if [[ -n $SECURE ]]; then secure_init; fi
 		# Launch both, then wait: Kafka's JVM start overlaps with Mosquitto's.
 		if [[ $which != mqtt ]]; then launch_kafka; fi
 		if [[ $which != kafka ]]; then launch_mqtt; fi
 		if [[ $which != kafka ]]; then wait_mqtt; fi
 		if [[ $which != mqtt ]]; then wait_kafka; fi
+		if [[ -n $SECURE && $which != mqtt && -n $KAFKA_STARTED_AT ]]; then secure_provision; fi
 		;;
 	stop)
 		if [[ $which != kafka ]]; then stop_one mqtt "$MQTT_PIDFILE" "$MQTT_MARK" "$MQTT_PORT"; fi
@@ -453,4 +548,4 @@ main() {
 	esac
 }
 
-main "$@"
+main "${ARGS[@]}"

@@ -3,8 +3,10 @@
 #
 #   scripts/test.sh [PYTEST_ARGS...]      (what `make test` runs)
 #
-# Environment: NERVE_VENV (<repo>/.venv), NERVE_KAFKA_PORT, NERVE_MQTT_PORT and the other variables of
-# scripts/brokers.sh. Brokers that were already up are left running; the ones started here are stopped.
+# Environment: NERVE_VENV (<repo>/.venv), NERVE_KAFKA_PORT, NERVE_MQTT_PORT, NERVE_SECURE_KAFKA_PORT,
+# NERVE_SECURE_MQTT_PORT and the other variables of scripts/brokers.sh. Both pairs of brokers are started:
+# the plain one and the secured one (`brokers.sh start --secure`, for tests/integration/test_security.py).
+# Brokers that were already up are left running; the ones started here are stopped.
 set -euo pipefail
 
 # shellcheck source=scripts/venv.sh
@@ -12,10 +14,14 @@ source "$(dirname -- "${BASH_SOURCE[0]}")/venv.sh"
 BROKERS=$REPO/scripts/brokers.sh
 
 STARTED=()
+SECURE_STARTED=()
 stop_started_brokers() {
 	local rc=$? broker
 	for broker in "${STARTED[@]}"; do
 		bash "$BROKERS" stop "$broker" || true
+	done
+	for broker in "${SECURE_STARTED[@]}"; do
+		bash "$BROKERS" stop "$broker" --secure || true
 	done
 	exit "$rc"
 }
@@ -24,13 +30,20 @@ start_brokers() {
 	local broker
 	for broker in kafka mqtt; do
 		if ! bash "$BROKERS" status "$broker" >/dev/null; then STARTED+=("$broker"); fi
+		if ! bash "$BROKERS" status "$broker" --secure >/dev/null; then SECURE_STARTED+=("$broker"); fi
 	done
 	if ((${#STARTED[@]} == 0)); then
 		step "brokers already running; they stay up afterwards"
-		return 0
+	else
+		step "starting ${STARTED[*]} (stopped again at the end)"
+		bash "$BROKERS" start
 	fi
-	step "starting ${STARTED[*]} (stopped again at the end)"
-	bash "$BROKERS" start
+	if ((${#SECURE_STARTED[@]} == 0)); then
+		step "secured brokers already running; they stay up afterwards"
+	else
+		step "starting the secured ${SECURE_STARTED[*]} (stopped again at the end)"
+		bash "$BROKERS" start --secure
+	fi
 }
 
 ensure_venv
@@ -41,6 +54,9 @@ export NERVE_PYTHON=$VENV/bin/python
 export NERVE_KAFKA_BOOTSTRAP=127.0.0.1:${NERVE_KAFKA_PORT:-9092}
 export NERVE_MQTT_HOST=127.0.0.1
 export NERVE_MQTT_PORT=${NERVE_MQTT_PORT:-1883}
+export NERVE_SECURE_KAFKA_BOOTSTRAP=127.0.0.1:${NERVE_SECURE_KAFKA_PORT:-29092}
+export NERVE_SECURE_MQTT_HOST=127.0.0.1
+export NERVE_SECURE_MQTT_PORT=${NERVE_SECURE_MQTT_PORT:-28883}
 
 trap stop_started_brokers EXIT
 trap 'exit 130' INT

@@ -11,6 +11,8 @@ from typing import Any, ClassVar, Protocol
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
 
+from schemas.credentials import MqttAuth
+
 
 class Publisher(Protocol):
     """Where the simulator's messages go."""
@@ -45,7 +47,14 @@ class MemoryPublisher:
 class MqttPublisher:
     """Publishes at QoS 1 to a broker; `sent` and `acked` count messages and broker acknowledgements."""
 
-    def __init__(self, host: str = "127.0.0.1", port: int = 1883, *, client_id: str | None = None) -> None:
+    def __init__(
+        self,
+        host: str = "127.0.0.1",
+        port: int = 1883,
+        *,
+        client_id: str | None = None,
+        auth: MqttAuth | None = None,
+    ) -> None:
         self.host, self.port = host, port
         self.client_id = client_id or f"nerve-sim-{uuid.uuid4().hex[:10]}"
         self.sent = 0
@@ -63,6 +72,8 @@ class MqttPublisher:
         client.on_connect = self._on_connect
         client.on_disconnect = self._on_disconnect
         client.on_publish = self._on_publish
+        if auth is not None:
+            auth.apply(client)  # TLS and the simulator's user on a secured broker
         self._client = client
 
     # ---- paho thread
