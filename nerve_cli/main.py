@@ -17,6 +17,7 @@ Register = Callable[["argparse._SubParsersAction[argparse.ArgumentParser]"], Non
 def _registrars() -> list[Register]:
     from nerve_cli import (
         alerts_cmd,
+        bench_cmd,
         brain_cmd,
         demo_cmd,
         edge_cmd,
@@ -34,6 +35,7 @@ def _registrars() -> list[Register]:
         brain_cmd.register,
         alerts_cmd.register,
         simulate_cmd.register,
+        bench_cmd.register,
         demo_cmd.register,
         schemas_cmd.register,
         secure_cmd.register,

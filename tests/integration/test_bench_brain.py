@@ -1,4 +1,4 @@
-"""`python -m bench.brain --quick` on the real Kafka: it runs end to end and writes a sane report.
+"""`nerve bench --quick --only brain` on the real Kafka: it runs end to end and writes a sane report.
 
 Speed is not judged here (the machine is shared); only that every phase measured something real.
 """
@@ -26,9 +26,9 @@ def _latency(lat: dict[str, Any]) -> None:
 
 def test_quick_brain_benchmark_writes_a_sane_report(tmp_path: Path, kafka_bootstrap: str) -> None:
     done = subprocess.run(
-        [sys.executable, "-m", "bench.brain", "--quick", "--out", str(tmp_path), "--kafka", kafka_bootstrap],
+        [sys.executable, "-m", "nerve_cli", "bench", "--quick", "--only", "brain", "--out", str(tmp_path)],
         cwd=REPO,
-        env=dict(os.environ),
+        env=os.environ | {"NERVE_KAFKA_BOOTSTRAP": kafka_bootstrap},
         capture_output=True,
         text=True,
         timeout=600,
@@ -68,3 +68,10 @@ def test_quick_brain_benchmark_writes_a_sane_report(tmp_path: Path, kafka_bootst
     judged = [t for t in report["targets"] if t["ok"] is not None]
     assert judged, "the throughput row is always judged against its target"
     assert "| Metric | Value | Target | Result |" in md
+
+    combined = json.loads((tmp_path / "report.json").read_text(encoding="utf-8"))
+    [point] = combined["series"]["brain"]
+    assert point["p50_ms"] == brain["latency"]["p50_ms"]
+    assert point["raw_p50_ms"] == raw["latency"]["p50_ms"]
+    assert combined["figures"]["brain"]["throughput_per_core"] == tp["events_per_cpu_s"]
+    assert (tmp_path / "report.png").read_bytes().startswith(b"\x89PNG")

@@ -1,4 +1,5 @@
-"""The edge benchmark runs end to end on the real brokers (`--quick`) and writes a sane report.
+"""`nerve bench --quick --only edge`: the edge benchmark runs end to end on the real brokers and writes a
+sane report, and the combined report with its plot.
 
 Speed is not judged here: only that every phase measured something and nothing was lost. The run stops
 and restarts the local Kafka once (its outage phase), so it takes about half a minute.
@@ -10,6 +11,7 @@ import json
 import os
 import subprocess
 import sys
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -30,7 +32,7 @@ def report(
     out = tmp_path_factory.mktemp("bench-edge")
     host, port = mqtt_address
     done = subprocess.run(
-        [sys.executable, "-m", "bench.edge", "--quick", "--out", str(out)],
+        [sys.executable, "-m", "nerve_cli", "bench", "--quick", "--only", "edge", "--out", str(out)],
         cwd=REPO,
         env=os.environ
         | {"NERVE_KAFKA_BOOTSTRAP": kafka_bootstrap, "NERVE_MQTT_HOST": host, "NERVE_MQTT_PORT": str(port)},
@@ -40,6 +42,7 @@ def report(
     )
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     data = json.loads((out / "edge-report.json").read_text(encoding="utf-8"))
+    data["_out"] = str(out)
     return data, (out / "edge-report.md").read_text(encoding="utf-8")
 
 
@@ -93,3 +96,16 @@ def test_memory_and_outage_drain_are_reported(report: tuple[dict[str, Any], str]
     assert outage["delivered"] == outage["events"]
     assert _positive(outage["drain_per_s"])
     assert outage["ready_to_last_s"] >= 0
+
+
+def test_the_combined_report_carries_the_edge_figures(report: tuple[dict[str, Any], str]) -> None:
+    data, _ = report
+    out = Path(data["_out"])
+    combined = json.loads((out / "report.json").read_text(encoding="utf-8"))
+    [point] = combined["series"]["edge"]
+    assert point["p99_ms"] == data["reflex"]["1000"]["latency"]["p99_ms"]
+    assert point["raw_p99_ms"] == data["baseline"]["1000"]["latency"]["p99_ms"]
+    assert point["ratio_p50"] == round(point["p50_ms"] / point["raw_p50_ms"], 1)
+    assert combined["figures"]["edge"]["spool_drain_per_s"] == data["outage"]["drain_per_s"]
+    assert (out / "report.png").read_bytes().startswith(b"\x89PNG")
+    assert "![latency against rate](report.png)" in (out / "report.md").read_text(encoding="utf-8")
