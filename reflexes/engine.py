@@ -38,7 +38,10 @@ def _digest(*parts: object) -> str:
 
 
 def alert_id(reflex: str, group: str, window_start: float, action: int) -> str:
-    """Deterministic alert id: the same reflex, group and window start give the same id in every run."""
+    """Deterministic alert id: the same reflex, group and window start give the same id in every run.
+
+    The window start is that of the window that fired (moment − within) for windowed patterns, the run's
+    start for `for`, the event's time for a single condition, the last match for `absent`."""
     return _digest(reflex, group, float(window_start), action)
 
 
@@ -240,11 +243,15 @@ class Engine:
             if plan.absent is not None:
                 out.extend(self._absent_match(plan, key, state, group, ev))
             else:
-                hit = plan.evaluator.match(state, ev, which, self.watermark)
-                if hit is not None and not hit[1]:
-                    self._sustain(plan, key, state, t)
-                elif hit is not None:
-                    out.extend(self._hit(plan, key, state, group, t, hit, (ev.sensor, ev.kind, ev.value)))
+                hits = plan.evaluator.match(state, ev, which, self.watermark)
+                if hits is not None:
+                    for hit in hits:
+                        if hit[3]:
+                            out.extend(
+                                self._hit(plan, key, state, group, hit, (ev.sensor, ev.kind, ev.value))
+                            )
+                        else:
+                            self._sustain(plan, key, state, hit[0])
             store.put(key, state)
         return out
 
@@ -265,20 +272,18 @@ class Engine:
         key: str,
         state: State,
         group: str,
-        t: float,
         hit: Hit,
         ctx: tuple[str, str, object],
         *,
         reminder: bool = False,
     ) -> list[Output]:
         r = plan.reflex
-        last = state.get("la")
+        t, start, first_ts, evidence = hit
         if not reminder:
             self._sustain(plan, key, state, t)
-            if last is not None and t < last + r.cooldown:
+            if self._cooling(state, t, r.cooldown):
                 return []
-            state["la"] = t
-        start, evidence = hit
+            self._cool(state, t, r.cooldown)
         site = state["s"]
         sensor, kind, value = ctx
         fields = {
@@ -308,7 +313,7 @@ class Engine:
                         message=message,
                         ts=t,
                         evidence=tuple(evidence),
-                        first_event_ts=start,
+                        first_event_ts=first_ts,
                     )
                 )
                 if first_alert is None:
@@ -316,9 +321,9 @@ class Engine:
                     if reminder:
                         continue  # a reminder neither opens a new alert to clear nor escalates again
                     if plan.clear is not None:
-                        state.setdefault("open", []).append([aid, idx, message, start])
+                        state.setdefault("open", []).append([aid, idx, message, first_ts])
                     for eidx, esc in plan.escalations:
-                        state.setdefault("esc", []).append([t + esc.after, aid, eidx, idx, message, start])
+                        state.setdefault("esc", []).append([t + esc.after, aid, eidx, idx, message, first_ts])
                         self._alert_keys[aid] = key
                         self._schedule(t + esc.after, key)
                     if plan.clear is not None and plan.absent is None:
@@ -338,6 +343,34 @@ class Engine:
                     )
                 )
         return out
+
+    @staticmethod
+    def _cooling(state: State, t: float, cooldown: float) -> bool:
+        """Whether an alert at `t` falls within `cooldown` (s) of an alert of the group, before or after it."""
+        last = state.get("la")
+        if last is None:
+            return False
+        if -cooldown < t - last < cooldown:
+            return True
+        return any(-cooldown < t - x < cooldown for x in state.get("le", ()))
+
+    def _cool(self, state: State, t: float, cooldown: float) -> None:
+        """Record an alert at `t`: "la" is the latest; "le" the earlier ones a moment that can still be
+        judged (at or after the watermark) may fall near — only possible when cooldown < lateness."""
+        last = state.get("la")
+        if last is None or t >= last:
+            state["la"] = t
+            earlier = last
+        else:
+            earlier = t
+        if earlier is None or cooldown >= self.lateness:
+            return
+        horizon = self.watermark - cooldown
+        kept = [x for x in (*state.get("le", ()), earlier) if x > horizon]
+        if kept:
+            state["le"] = kept
+        else:
+            state.pop("le", None)
 
     def _sustain(self, plan: _Plan, key: str, state: State, t: float) -> None:
         """The pattern holds at `t`: push back the `clear` of an open alert (not for `absent`, whose
@@ -373,7 +406,7 @@ class Engine:
         if plan.reflex.repeat is not None:
             ab[2] = due + plan.reflex.repeat
             self._schedule(ab[2], key)
-        return self._hit(plan, key, state, group, due, (ab[0], []), (ab[3], ab[4], ab[5]))
+        return self._hit(plan, key, state, group, (due, ab[0], ab[0], []), (ab[3], ab[4], ab[5]))
 
     # ------------------------------------------------------------ timers
     def _rebuild_timers(self) -> None:
@@ -450,7 +483,9 @@ class Engine:
             elif ab is not None and ab[1] and ab[2] == due and plan.reflex.repeat is not None:
                 ab[2] = due + plan.reflex.repeat
                 out.extend(
-                    self._hit(plan, key, state, group, due, (due, []), (ab[3], ab[4], ab[5]), reminder=True)
+                    self._hit(
+                        plan, key, state, group, (due, due, due, []), (ab[3], ab[4], ab[5]), reminder=True
+                    )
                 )
             elif state.get("clr") == due:
                 out.extend(self._cleared(plan, state, group, due))

@@ -27,7 +27,8 @@ class Condition:
     selects: Callable[[Any], bool]  # selectors other than kind (kind is matched by the engine's index)
     holds: Callable[[Any], bool]  # the predicate; always true when the condition has none
     text: str  # canonical description, for fingerprints and messages
-    site_prefix: str = ""  # the glob's literal first one or two segments ("d1", "d1/c3"), for the engine's index
+    # the site glob's literal first one or two segments ("d1", "d1/c3"), for the engine's index
+    site_prefix: str = ""
 
 
 @dataclass(frozen=True, eq=False)
@@ -64,6 +65,7 @@ class Aggregate:
     cond: Condition
     fn: Literal["avg", "min", "max", "sum"]
     test: Callable[[float], bool]
+    op: str  # the comparison of `test` ("<", ">=", "==", …): tells which new values can make it true
 
 
 @dataclass(frozen=True, eq=False)

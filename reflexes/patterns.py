@@ -1,18 +1,46 @@
 """Window logic of each pattern, on one group's state. Pure functions of (state, event, watermark).
 
-Each evaluator reads and updates `state["w"]` (JSON-able lists and dicts only) and returns a `Hit` —
-(window start, evidence ids) — when the pattern is satisfied by the event being applied. Entries older
-than `watermark − within` are evicted: no event that can still be applied could fall in their window.
+Each evaluator reads and updates `state["w"]` (JSON-able lists and dicts only) and returns the `Hit`s the
+event being applied causes. Entries older than `watermark − within` are evicted: no event that can still be
+applied could fall in their window.
+
+Judging in event time, whatever the arrival order
+-------------------------------------------------
+A windowed pattern (count, avg/min/max/sum, rise/fall, distinct, all, sequence) is judged at *moments*:
+the event times of the group's matches (for rise/fall, of the sensor's readings; for sequence, of its last
+step). It holds at moment m when the matches applied so far that lie in [m − within, m] satisfy it. A match
+applied at time s is judged at its own moment, as before, and — when it arrived out of order — also at
+every later moment in (s, s + within] whose window it enters: those fire only if the pattern holds there
+now and did not before (they were judged when their own event arrived). A firing at moment m has ts m,
+window start m − within (which the alert id is made from), first_event_ts the earliest evidence and the
+window's matches as evidence. So an event that arrives late but inside the lateness and completes a window
+raises the alert that the sorted stream raises at that moment, with the same id and ts.
+
+What arrival order can still change (alerts are raised at once and never retracted):
+- A moment is judged on the matches that have arrived. For tests that only get truer as matches are added
+  — count and distinct `>`/`>=`, `max >`/`>=`, `min <`/`<=`, `sum >`/`>=` of non-negative values,
+  rise/fall `>`/`>=`, all, sequence — a moment that holds early holds in the sorted stream too, so the set
+  of moments that fire, and of their alert ids, is the sorted stream's (cooldown aside). Other tests (avg,
+  count `<`/`<=`/`==`, …) can hold on a window that is still missing a late match, and then fire where the
+  sorted stream would not; every moment that holds on its complete window fires in any order.
+- Cooldown (see the engine) suppresses a moment within the cooldown of an alert of the group, before or
+  after it; which moment of a burst fires first, and so that alert's ts and id, can depend on the order.
+- Evidence and first_event_ts describe the window as it was when the moment fired; the message fields
+  (`{sensor}`, `{value}`, …) describe the event whose arrival made it fire.
+Sums and averages are floating point, added in arrival order: at exactly the threshold, the last bit can
+differ between orders.
 """
 
 from __future__ import annotations
 
+from bisect import bisect_left, bisect_right
 from typing import Any
 
 from reflexes.model import Absent, Aggregate, AllOf, Change, Count, Distinct, Held, Pattern, Sequence, Single
-from reflexes.windows import Moments, ValueWindow
+from reflexes.windows import Moments, Places, ValueWindow
 
-Hit = tuple[float, list[str]]
+Hit = tuple[float, float, float, list[str]]
+# (ts: the moment that fired, window start: what the alert id is made from, first_event_ts, evidence ids).
 # A hit with no evidence means "the pattern still holds" without a new firing (a `for` run that already
 # fired): it keeps a `clear` from closing the alert while the condition lasts.
 
@@ -28,7 +56,7 @@ class Evaluator:
     def __init__(self, pattern: Pattern, within: float | None) -> None:
         self.within = within or 0.0
 
-    def match(self, state: dict[str, Any], ev: Any, which: list[int], wm: float) -> Hit | None:
+    def match(self, state: dict[str, Any], ev: Any, which: list[int], wm: float) -> list[Hit] | None:
         raise NotImplementedError
 
     def miss(self, state: dict[str, Any], ev: Any) -> None:
@@ -36,8 +64,8 @@ class Evaluator:
 
 
 class SingleEval(Evaluator):
-    def match(self, state: dict[str, Any], ev: Any, which: list[int], wm: float) -> Hit | None:
-        return ev.ts, [ev.id]
+    def match(self, state: dict[str, Any], ev: Any, which: list[int], wm: float) -> list[Hit] | None:
+        return [(ev.ts, ev.ts, ev.ts, [ev.id])]
 
 
 class HeldEval(Evaluator):
@@ -49,7 +77,7 @@ class HeldEval(Evaluator):
         super().__init__(pattern, within)
         self.duration = pattern.duration
 
-    def match(self, state: dict[str, Any], ev: Any, which: list[int], wm: float) -> Hit | None:
+    def match(self, state: dict[str, Any], ev: Any, which: list[int], wm: float) -> list[Hit] | None:
         runs: dict[str, list[Any]] = state.setdefault("w", {})
         t = ev.ts
         run = runs.get(ev.sensor)
@@ -59,9 +87,9 @@ class HeldEval(Evaluator):
             run[0] = t
         if t >= run[0] + self.duration:
             if run[1]:
-                return run[0], []  # still holding: sustains, does not fire again
+                return [(t, run[0], run[0], [])]  # still holding: sustains, does not fire again
             run[1] = True
-            return run[0], [ev.id]
+            return [(t, run[0], run[0], [ev.id])]
         return None
 
     def miss(self, state: dict[str, Any], ev: Any) -> None:
@@ -72,80 +100,16 @@ class HeldEval(Evaluator):
                 del runs[ev.sensor]
 
 
-class AllEval(Evaluator):
-    """`all`: w = one `Moments` (time-ordered matches) per condition."""
-
-    def __init__(self, pattern: AllOf | Sequence, within: float | None) -> None:
-        super().__init__(pattern, within)
-        self.n = len(pattern.conds)
-
-    def _moments(self, state: dict[str, Any], ev: Any, which: list[int], wm: float) -> list[Moments] | None:
-        """The windows after adding the event; None when it was already applied."""
-        raw: list[dict[str, Any]] = state.setdefault("w", [{} for _ in range(self.n)])
-        lists = [Moments(w) for w in raw]
-        fresh = False
-        for i in which:
-            fresh |= lists[i].insert(ev.ts, ev.id)
-        horizon = wm - self.within
-        for m in lists:
-            m.evict_before(horizon)
-        return lists if fresh else None
-
-    def match(self, state: dict[str, Any], ev: Any, which: list[int], wm: float) -> Hit | None:
-        lists = self._moments(state, ev, which, wm)
-        if lists is None:
-            return None
-        t, d = ev.ts, self.within
-        if all(not m.t or m.t[-1] <= t for m in lists):
-            # In-order fast path: the event is the newest, so the best partner of each condition is its latest.
-            chosen: list[tuple[float, str]] = []
-            for i, m in enumerate(lists):
-                if i in which:
-                    chosen.append((t, ev.id))
-                elif not m.t or m.t[-1] < t - d:
-                    return None
-                else:
-                    chosen.append((m.t[-1], m.i[-1]))
-            return min(c[0] for c in chosen), [c[1] for c in chosen]
-        starts: set[float] = {t}
-        for m in lists:
-            a, b = m.span(t - d, t)
-            starts.update(m.t[a:b])
-        for start in sorted(starts):
-            picked: list[tuple[float, str]] = []
-            for i, m in enumerate(lists):
-                if i in which:
-                    picked.append((t, ev.id))
-                    continue
-                a, b = m.span(start, start + d)
-                if a == b:
-                    break
-                picked.append((m.t[b - 1], m.i[b - 1]))
-            else:
-                return min(c[0] for c in picked), [c[1] for c in picked]
-        return None
-
-
-class SequenceEval(AllEval):
-    """`sequence`: judged when its last step arrives; earlier steps are taken latest-first."""
-
-    def match(self, state: dict[str, Any], ev: Any, which: list[int], wm: float) -> Hit | None:
-        lists = self._moments(state, ev, which, wm)
-        if lists is None or self.n - 1 not in which:
-            return None
-        t = ev.ts
-        prev, chain, used = t, [ev.id], {ev.id}
-        for i in range(self.n - 2, -1, -1):
-            m = lists[i]
-            a, b = m.span(t - self.within, prev)
-            step = next((k for k in range(b - 1, a - 1, -1) if m.i[k] not in used), None)
-            if step is None:
-                return None
-            prev = m.t[step]
-            chain.append(m.i[step])
-            used.add(m.i[step])
-        chain.reverse()
-        return prev, chain
+def _later(t: list[float], first: int, until: float) -> list[tuple[int, int]]:
+    """The moments after index `first` up to `until` (seconds) as (first index, end index) of each run of
+    equal times in the sorted list `t`."""
+    out: list[tuple[int, int]] = []
+    j, end = first, bisect_right(t, until, first)
+    while j < end:
+        jb = bisect_right(t, t[j], j, end)
+        out.append((j, jb))
+        j = jb
+    return out
 
 
 class CountEval(Evaluator):
@@ -155,15 +119,28 @@ class CountEval(Evaluator):
         super().__init__(pattern, within)
         self.test = pattern.test
 
-    def match(self, state: dict[str, Any], ev: Any, which: list[int], wm: float) -> Hit | None:
+    def match(self, state: dict[str, Any], ev: Any, which: list[int], wm: float) -> list[Hit] | None:
         m = Moments(state.setdefault("w", {}))
-        if not m.insert(ev.ts, ev.id):
+        d = self.within
+        m.evict_before(wm - d)
+        k = m.insert(ev.ts, ev.id)
+        if k < 0:
             return None
-        m.evict_before(wm - self.within)
-        a, b = m.span(ev.ts - self.within, ev.ts)
-        if self.test(float(b - a)):
-            return m.t[a], m.i[max(a, b - MAX_EVIDENCE) : b]
-        return None
+        t, s, test = m.t, ev.ts, self.test
+        hits: list[Hit] = []
+        a, b = bisect_left(t, s - d, 0, k), bisect_right(t, s, k)
+        if test(b - a):
+            hits.append(self._hit(m, a, b))
+        for _, jb in _later(t, b, s + d):
+            mt = t[jb - 1]
+            a = bisect_left(t, mt - d, 0, k + 1)  # the new match is inside: mt − d ≤ s < mt
+            if test(jb - a) and not test(jb - a - 1):
+                hits.append(self._hit(m, a, jb))
+        return hits or None
+
+    def _hit(self, m: Moments, a: int, b: int) -> Hit:
+        moment = m.t[b - 1]
+        return moment, moment - self.within, m.t[a], m.i[max(a, b - MAX_EVIDENCE) : b]
 
 
 def _numeric(v: object) -> bool:
@@ -177,78 +154,237 @@ class AggregateEval(Evaluator):
         super().__init__(pattern, within)
         self.test = pattern.test
         self.fn = pattern.fn
+        self.op = pattern.op
 
-    def match(self, state: dict[str, Any], ev: Any, which: list[int], wm: float) -> Hit | None:
-        if not _numeric(ev.value):
-            return None
-        window = ValueWindow(state.setdefault("w", {}))
-        if not window.insert_value(ev.ts, ev.value, ev.id):
-            return None
-        window.evict_before(wm - self.within)
-        i, j = window.span(ev.ts - self.within, ev.ts)
-        lo, hi, total = window.summary(i, j)
+    def _may_turn(self, v: float) -> bool:
+        """Whether adding the value `v` to a window can make the test true where it was false: the sum
+        moves by v, the average towards v, the min and max only to v."""
+        if self.fn == "sum":
+            return v > 0 if self.op in (">", ">=") else v < 0 if self.op in ("<", "<=") else v != 0
+        return (self.op == "==" and self.fn == "avg") or self.test(v)
+
+    def _value(self, w: ValueWindow, i: int, j: int, skip: int = -1) -> float:
+        """The aggregate of entries [i, j), without entry `skip` when it lies inside."""
+        if not i <= skip < j:
+            lo, hi, total = w.summary(i, j)
+            n = j - i
+        else:
+            parts = [w.summary(a, b) for a, b in ((i, skip), (skip + 1, j)) if a < b]
+            lo = min(p[0] for p in parts)
+            hi = max(p[1] for p in parts)
+            total = sum(p[2] for p in parts)
+            n = j - i - 1
         fn = self.fn
-        value = lo if fn == "min" else hi if fn == "max" else total if fn == "sum" else total / (j - i)
-        if self.test(float(value)):
-            return window.t[i], window.i[max(i, j - MAX_EVIDENCE) : j]
-        return None
+        return lo if fn == "min" else hi if fn == "max" else total if fn == "sum" else total / n
+
+    def match(self, state: dict[str, Any], ev: Any, which: list[int], wm: float) -> list[Hit] | None:
+        v = ev.value
+        if not _numeric(v):
+            return None
+        w = ValueWindow(state.setdefault("w", {}))
+        d = self.within
+        w.evict_before(wm - d)
+        k = w.insert_value(ev.ts, v, ev.id)
+        if k < 0:
+            return None
+        t, s, test = w.t, ev.ts, self.test
+        hits: list[Hit] = []
+        a, b = bisect_left(t, s - d, 0, k), bisect_right(t, s, k)
+        if test(float(self._value(w, a, b))):
+            hits.append(self._hit(w, a, b))
+        if b < len(t) and self._may_turn(v):
+            for _, jb in _later(t, b, s + d):
+                a = bisect_left(t, t[jb - 1] - d, 0, k + 1)
+                if test(float(self._value(w, a, jb))) and not test(float(self._value(w, a, jb, k))):
+                    hits.append(self._hit(w, a, jb))
+        return hits or None
+
+    def _hit(self, w: ValueWindow, a: int, b: int) -> Hit:
+        moment = w.t[b - 1]
+        return moment, moment - self.within, w.t[a], w.i[max(a, b - MAX_EVIDENCE) : b]
 
 
 class ChangeEval(Evaluator):
-    """`rise`/`fall`: w = {sensor: ValueWindow}; rise = latest − lowest, fall = highest − latest."""
+    """`rise`/`fall`: w = {sensor: ValueWindow}; rise = latest − lowest, fall = highest − latest, where
+    "latest" is the reading at the moment judged."""
 
     def __init__(self, pattern: Change, within: float | None) -> None:
         super().__init__(pattern, within)
         self.test = pattern.test
         self.rise = pattern.direction == "rise"
 
-    def match(self, state: dict[str, Any], ev: Any, which: list[int], wm: float) -> Hit | None:
+    def _judge(self, w: ValueWindow, j: int, skip: int = -1) -> Hit | None:
+        """The hit at the moment of reading j (ignoring reading `skip`), if the change there passes."""
+        t, v, d = w.t, w.v, self.within
+        mt = t[j]
+        a, b = bisect_left(t, mt - d, 0, j + 1), bisect_right(t, mt, j)
+        spans = [(a, b)] if not a <= skip < b else [(x, y) for x, y in ((a, skip), (skip + 1, b)) if x < y]
+        summaries = [w.summary(x, y) for x, y in spans]
+        extreme = min(p[0] for p in summaries) if self.rise else max(p[1] for p in summaries)
+        if not self.test(float(v[j] - extreme if self.rise else extreme - v[j])):
+            return None
+        x, y = next((x, y) for x, y in spans if extreme in v[x:y])
+        k = x + v[x:y].index(extreme)
+        if k == j:
+            return None  # no change from the reading itself
+        return mt, mt - d, t[k], [w.i[k], w.i[j]]
+
+    def match(self, state: dict[str, Any], ev: Any, which: list[int], wm: float) -> list[Hit] | None:
         v = ev.value
         if not _numeric(v):
             return None
         per_sensor: dict[str, dict[str, Any]] = state.setdefault("w", {})
-        window = ValueWindow(per_sensor.setdefault(ev.sensor, {}))
-        if not window.insert_value(ev.ts, v, ev.id):
+        w = ValueWindow(per_sensor.setdefault(ev.sensor, {}))
+        d = self.within
+        w.evict_before(wm - d)
+        k = w.insert_value(ev.ts, v, ev.id)
+        if k < 0:
             return None
-        window.evict_before(wm - self.within)
-        i, j = window.span(ev.ts - self.within, ev.ts)
-        lo, hi, _ = window.summary(i, j)
-        change = v - lo if self.rise else hi - v
-        if not self.test(float(change)):
-            return None
-        extreme = lo if self.rise else hi
-        k = i + window.v[i:j].index(extreme)
-        if window.i[k] == ev.id:
-            return None
-        return window.t[k], [window.i[k], ev.id]
+        hits: list[Hit] = []
+        hit = self._judge(w, k)
+        if hit is not None:
+            hits.append(hit)
+        test, rise, values = self.test, self.rise, w.v
+        for j in range(k + 1, bisect_right(w.t, ev.ts + d, k + 1)):
+            # a later reading of the sensor now has this one in its window: only as its new extreme
+            if test(float(values[j] - v if rise else v - values[j])):
+                hit = self._judge(w, j)
+                if hit is not None and self._judge(w, j, k) is None:
+                    hits.append(hit)
+        return hits or None
 
 
 class DistinctEval(Evaluator):
-    """`distinct`: w = {site at LEVEL: [latest ts, id]}."""
+    """`distinct`: w = `Places`, the matches with the site at LEVEL of each."""
 
     def __init__(self, pattern: Distinct, within: float | None) -> None:
         super().__init__(pattern, within)
         self.test = pattern.test
         self.level = pattern.level
 
-    def match(self, state: dict[str, Any], ev: Any, which: list[int], wm: float) -> Hit | None:
+    def match(self, state: dict[str, Any], ev: Any, which: list[int], wm: float) -> list[Hit] | None:
         parts = ev.site.split("/")
         if len(parts) <= self.level:
             return None
         place = "/".join(parts[: self.level + 1])
-        sites: dict[str, list[Any]] = state.setdefault("w", {})
-        seen = sites.get(place)
-        if seen is None or seen[0] <= ev.ts:
-            sites[place] = [ev.ts, ev.id]
+        raw = state.get("w")
+        if raw is None or "t" not in raw:  # none yet, or the {place: [ts, id]} form of older versions
+            raw = state["w"] = {}
+        w = Places(raw)
+        d = self.within
+        w.evict_before(wm - d)
+        k = w.insert_place(ev.ts, ev.id, place)
+        if k < 0:
+            return None
+        t, p, s, test = w.t, w.p, ev.ts, self.test
+        hits: list[Hit] = []
+        a, b = bisect_left(t, s - d, 0, k), bisect_right(t, s, k)
+        if test(len(set(p[a:b]))):
+            hits.append(self._hit(w, a, b))
+        for _, jb in _later(t, b, s + d):
+            a = bisect_left(t, t[jb - 1] - d, 0, k + 1)
+            n = len(set(p[a:jb]))
+            before = n if place in p[a:k] or place in p[k + 1 : jb] else n - 1
+            if test(n) and not test(before):
+                hits.append(self._hit(w, a, jb))
+        return hits or None
+
+    def _hit(self, w: Places, a: int, b: int) -> Hit:
+        latest: dict[str, tuple[float, str]] = {}
+        for k in range(b - 1, a - 1, -1):
+            latest.setdefault(w.p[k], (w.t[k], w.i[k]))
+        inside = sorted(latest.values())
+        moment = w.t[b - 1]
+        return moment, moment - self.within, inside[0][0], [e[1] for e in inside[-MAX_EVIDENCE:]]
+
+
+class AllEval(Evaluator):
+    """`all`: w = one `Moments` (time-ordered matches) per condition."""
+
+    def __init__(self, pattern: AllOf | Sequence, within: float | None) -> None:
+        super().__init__(pattern, within)
+        self.n = len(pattern.conds)
+
+    def _moments(self, state: dict[str, Any], ev: Any, which: list[int], wm: float) -> list[Moments] | None:
+        """The windows after adding the event; None when it was already applied."""
+        raw: list[dict[str, Any]] = state.setdefault("w", [{} for _ in range(self.n)])
+        lists = [Moments(w) for w in raw]
         horizon = wm - self.within
-        for old in [p for p, e in sites.items() if e[0] < horizon]:
-            del sites[old]
-        lo, t = ev.ts - self.within, ev.ts
-        n = sum(1 for e in sites.values() if lo <= e[0] <= t)
-        if self.test(float(n)):
-            inside = sorted((e for e in sites.values() if lo <= e[0] <= t), key=lambda e: (e[0], e[1]))
-            return inside[0][0], [e[1] for e in inside[-MAX_EVIDENCE:]]
-        return None
+        for m in lists:
+            m.evict_before(horizon)
+        fresh = False
+        for i in which:
+            fresh |= lists[i].insert(ev.ts, ev.id) >= 0
+        return lists if fresh else None
+
+    def _judge(self, lists: list[Moments], mt: float, without: str | None = None) -> Hit | None:
+        """The hit at moment `mt`: the latest match of each condition in [mt − within, mt] (not counting
+        the event `without`), if every condition has one."""
+        d = self.within
+        chosen: list[tuple[float, str]] = []
+        for m in lists:
+            k = bisect_right(m.t, mt) - 1
+            if k >= 0 and m.i[k] == without:
+                k -= 1
+            if k < 0 or m.t[k] < mt - d:
+                return None
+            chosen.append((m.t[k], m.i[k]))
+        return mt, mt - d, min(c[0] for c in chosen), [c[1] for c in chosen]
+
+    def match(self, state: dict[str, Any], ev: Any, which: list[int], wm: float) -> list[Hit] | None:
+        lists = self._moments(state, ev, which, wm)
+        if lists is None:
+            return None
+        s = ev.ts
+        hits: list[Hit] = []
+        hit = self._judge(lists, s)
+        if hit is not None:
+            hits.append(hit)
+        later: set[float] = set()
+        for m in lists:
+            later.update(m.t[bisect_right(m.t, s) : bisect_right(m.t, s + self.within)])
+        for mt in sorted(later):
+            hit = self._judge(lists, mt)
+            if hit is not None and self._judge(lists, mt, ev.id) is None:
+                hits.append(hit)
+        return hits or None
+
+
+class SequenceEval(AllEval):
+    """`sequence`: judged at each match of its last step; earlier steps are taken latest-first."""
+
+    def _chain(self, lists: list[Moments], j: int, without: str | None = None) -> Hit | None:
+        """The hit at the last step's match j, if a chain of earlier steps (not using the event
+        `without`) leads to it within the window."""
+        last = lists[-1]
+        t = last.t[j]
+        prev, chain, used = t, [last.i[j]], {last.i[j], without}
+        for i in range(self.n - 2, -1, -1):
+            m = lists[i]
+            a, b = m.span(t - self.within, prev)
+            step = next((k for k in range(b - 1, a - 1, -1) if m.i[k] not in used), None)
+            if step is None:
+                return None
+            prev = m.t[step]
+            chain.append(m.i[step])
+            used.add(m.i[step])
+        chain.reverse()
+        return t, t - self.within, prev, chain
+
+    def match(self, state: dict[str, Any], ev: Any, which: list[int], wm: float) -> list[Hit] | None:
+        lists = self._moments(state, ev, which, wm)
+        if lists is None:
+            return None
+        last, s = lists[-1], ev.ts
+        hits: list[Hit] = []
+        for j in range(bisect_left(last.t, s), bisect_right(last.t, s + self.within)):
+            hit = self._chain(lists, j)
+            if hit is None:
+                continue
+            if last.i[j] != ev.id and self._chain(lists, j, ev.id) is not None:
+                continue  # that moment held already without this event: it was judged then
+            hits.append(hit)
+        return hits or None
 
 
 class AbsentEval(Evaluator):
@@ -258,7 +394,7 @@ class AbsentEval(Evaluator):
         super().__init__(pattern, within)
         self.duration = pattern.duration
 
-    def match(self, state: dict[str, Any], ev: Any, which: list[int], wm: float) -> Hit | None:
+    def match(self, state: dict[str, Any], ev: Any, which: list[int], wm: float) -> list[Hit] | None:
         return None
 
 

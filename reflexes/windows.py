@@ -37,11 +37,11 @@ class Moments:
             k += 1
         return k
 
-    def insert(self, ts: float, event_id: str) -> bool:
-        """Add a match; False when this event is already in the window."""
+    def insert(self, ts: float, event_id: str) -> int:
+        """Add a match; its index, or -1 when this event is already in the window."""
         k = self._position(ts, event_id)
         if k is None:
-            return False
+            return -1
         if k == len(self.t):
             self.t.append(ts)
             self.i.append(event_id)
@@ -49,8 +49,10 @@ class Moments:
             self.t.insert(k, ts)
             self.i.insert(k, event_id)
         if len(self.t) > MAX_ENTRIES:
-            self._drop(len(self.t) - MAX_ENTRIES)
-        return True
+            n = len(self.t) - MAX_ENTRIES
+            self._drop(n)
+            k = k - n if k >= n else -1  # the match itself was the oldest: nothing changed to judge
+        return k
 
     def _drop(self, n: int) -> None:
         del self.t[:n]
@@ -69,6 +71,34 @@ class Moments:
         return len(self.t)
 
 
+class Places(Moments):
+    """Matches with the place (site at a level) of each: `{"t", "i", "p": [place, …]}`."""
+
+    __slots__ = ("p",)
+
+    def __init__(self, w: dict[str, Any]) -> None:
+        super().__init__(w)
+        self.p: list[str] = w.setdefault("p", [])
+
+    def insert_place(self, ts: float, event_id: str, place: str) -> int:
+        """Add a match at `place`; its index, or -1 when this event is already in the window."""
+        k = self._position(ts, event_id)
+        if k is None:
+            return -1
+        self.p.insert(k, place)
+        self.t.insert(k, ts)
+        self.i.insert(k, event_id)
+        if len(self.t) > MAX_ENTRIES:
+            n = len(self.t) - MAX_ENTRIES
+            self._drop(n)
+            k = k - n if k >= n else -1
+        return k
+
+    def _drop(self, n: int) -> None:
+        super()._drop(n)
+        del self.p[:n]
+
+
 class ValueWindow(Moments):
     """Matches with numeric values and block summaries; evicts whole blocks only, to keep them aligned."""
 
@@ -81,11 +111,12 @@ class ValueWindow(Moments):
         self.hi: list[float] = w.setdefault("hi", [])
         self.s: list[float] = w.setdefault("s", [])
 
-    def insert_value(self, ts: float, value: float, event_id: str) -> bool:
-        """Add a reading; False when this event is already in the window."""
+    def insert_value(self, ts: float, value: float, event_id: str) -> int:
+        """Add a reading; its index, or -1 when this event is already in the window (or was dropped at
+        once because the window is full of newer readings)."""
         k = self._position(ts, event_id)
         if k is None:
-            return False
+            return -1
         t, v = self.t, self.v
         if k == len(t):
             t.append(ts)
@@ -108,7 +139,8 @@ class ValueWindow(Moments):
             self._rebuild(k // BLOCK)
         if len(t) > MAX_ENTRIES:
             self._drop(BLOCK)
-        return True
+            k = k - BLOCK if k >= BLOCK else -1
+        return k
 
     def _drop(self, n: int) -> None:
         n -= n % BLOCK

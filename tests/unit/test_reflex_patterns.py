@@ -61,7 +61,9 @@ def test_all_out_of_order_inside_lateness_still_fires() -> None:
     e = engine(FIRE)
     out = run(e, ev("temperature", 60, 1010), ev("temperature", 40, 1013), ev("smoke", 0.3, 1008))
     (a,) = alerts(out)
-    assert a.ts == 1008 and a.first_event_ts == 1008
+    # the alert the sorted stream raises: at 1010, when the heat completed the pattern in event time
+    (s,) = alerts(run(engine(FIRE), ev("smoke", 0.3, 1008), ev("temperature", 60, 1010)))
+    assert (a.ts, a.first_event_ts, a.id, a.evidence) == (1010, 1008, s.id, s.evidence)
 
 
 def test_event_late_beyond_lateness_is_counted_not_applied() -> None:
@@ -190,6 +192,24 @@ def test_count_window_edges() -> None:
     assert (a.group, a.ts, a.first_event_ts, len(a.evidence)) == ("yuelu/c1", 60, 0, 3)
     e = engine(COUNT)
     assert alerts(run(e, ev("gas", 60, 0), ev("gas", 70, 30), ev("gas", 80, 60.01))) == []
+
+
+def test_count_completed_by_an_out_of_order_event_raises_the_in_order_alert() -> None:
+    events = [ev("gas", 60, t, sensor=f"g{t}", site="yuelu/c1/b1") for t in (1000, 1001, 1002)]
+    (in_order,) = alerts(run(engine(COUNT), *events))
+    (late,) = alerts(run(engine(COUNT), events[0], events[2], events[1]))
+    assert late == in_order  # same id, ts 1002 (the window's end), first_event_ts, evidence
+    assert (late.ts, late.first_event_ts, len(late.evidence)) == (1002, 1000, 3)
+
+
+def test_cooldown_counts_from_each_alert_before_and_after_it() -> None:
+    e = engine(
+        "- id: smoke\n  tier: edge\n  when: {kind: smoke, value: '> 0.5'}\n  cooldown: 2s\n"
+        "  then: [{alert: {to: [fire]}}]\n"
+    )
+    out = run(e, *[ev("smoke", 0.9, t) for t in (110, 109.5, 107, 108, 105.5, 105)])
+    # 109.5 is within 2 s of 110; 107 is not, and fires; 108 and 105.5 are within 2 s of 107; 105 is not
+    assert [a.ts for a in alerts(out)] == [110, 107, 105]
 
 
 AGG = """

@@ -31,7 +31,9 @@ READINGS = [
     ("water_level", [0.2, 0.8, 1.5]),
     ("pressure", [4.0, 2.0]),
     ("heartbeat", [1]),
-    ("elevator", ["stuck", "ok"]), ("pm25", [50, 90]), ("rain", [20, 40]),
+    ("elevator", ["stuck", "ok"]),
+    ("pm25", [50, 90]),
+    ("rain", [20, 40]),
 ]
 
 step = st.one_of(

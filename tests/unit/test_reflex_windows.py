@@ -51,7 +51,7 @@ def test_eviction_keeps_blocks_aligned_and_bounded() -> None:
     w = ValueWindow({})
     for k in range(10 * BLOCK + 5):
         w.insert_value(float(k), float(k % 7), str(k))
-    assert not w.insert_value(5.0, 5.0, "5")  # the same event again changes nothing
+    assert w.insert_value(5.0, 5.0, "5") == -1  # the same event again changes nothing
     w.evict_before(3.5 * BLOCK)
     assert w.t[0] == 3 * BLOCK  # whole blocks only
     i, j = w.span(0, 1e9)
