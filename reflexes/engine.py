@@ -419,6 +419,8 @@ class Engine:
             plan = self._plans.get(key.split("|", 1)[0])
             if plan is None:
                 continue
+            if plan.evaluator.upgrade(state):
+                self.store.put(key, state)
             due = self._next_due(plan, state)
             if due is not None:
                 self._schedule(due, key)

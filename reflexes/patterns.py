@@ -37,7 +37,17 @@ from bisect import bisect_left, bisect_right
 from typing import Any
 
 from reflexes.model import Absent, Aggregate, AllOf, Change, Count, Distinct, Held, Pattern, Sequence, Single
-from reflexes.windows import Moments, Places, ValueWindow
+from reflexes.windows import (
+    Moments,
+    Places,
+    Window,
+    evict_values,
+    insert_value,
+    span_max,
+    span_min,
+    span_sum,
+    value_window,
+)
 
 Hit = tuple[float, float, float, list[str]]
 # (ts: the moment that fired, window start: what the alert id is made from, first_event_ts, evidence ids).
@@ -61,6 +71,11 @@ class Evaluator:
 
     def miss(self, state: dict[str, Any], ev: Any) -> None:
         return None
+
+    def upgrade(self, state: dict[str, Any]) -> bool:
+        """Bring a group's state kept by an older version to this one's form (the engine calls it for every
+        group it finds in its store); True when it changed."""
+        return False
 
 
 class SingleEval(Evaluator):
@@ -143,69 +158,85 @@ class CountEval(Evaluator):
         return moment, moment - self.within, m.t[a], m.i[max(a, b - MAX_EVIDENCE) : b]
 
 
-def _numeric(v: object) -> bool:
-    return type(v) is float or type(v) is int
-
-
 class AggregateEval(Evaluator):
-    """`avg`/`min`/`max`/`sum` of the numeric matches: w is a `ValueWindow`."""
+    """`avg`/`min`/`max`/`sum` of the numeric matches: w is a value window (see windows.py)."""
 
     def __init__(self, pattern: Aggregate, within: float | None) -> None:
         super().__init__(pattern, within)
         self.test = pattern.test
         self.fn = pattern.fn
         self.op = pattern.op
+        self.span = {"sum": span_sum, "avg": span_sum, "min": span_min, "max": span_max}[pattern.fn]
+        self.avg = pattern.fn == "avg"
+
+    def upgrade(self, state: dict[str, Any]) -> bool:
+        w = state.get("w")
+        if w is None or "bn" in w:
+            return False
+        state["w"] = _rebuilt(w)
+        return True
 
     def _may_turn(self, v: float) -> bool:
         """Whether adding the value `v` to a window can make the test true where it was false: the sum
         moves by v, the average towards v, the min and max only to v."""
         if self.fn == "sum":
             return v > 0 if self.op in (">", ">=") else v < 0 if self.op in ("<", "<=") else v != 0
-        return (self.op == "==" and self.fn == "avg") or self.test(v)
+        return (self.op == "==" and self.avg) or self.test(v)
 
-    def _value(self, w: ValueWindow, i: int, j: int, skip: int = -1) -> float:
-        """The aggregate of entries [i, j), without entry `skip` when it lies inside."""
-        if not i <= skip < j:
-            lo, hi, total = w.summary(i, j)
-            n = j - i
-        else:
-            parts = [w.summary(a, b) for a, b in ((i, skip), (skip + 1, j)) if a < b]
-            lo = min(p[0] for p in parts)
-            hi = max(p[1] for p in parts)
-            total = sum(p[2] for p in parts)
-            n = j - i - 1
-        fn = self.fn
-        return lo if fn == "min" else hi if fn == "max" else total if fn == "sum" else total / n
+    def _value(self, w: Window, a: int, b: int, skip: int = -1) -> float:
+        """The aggregate of entries [a, b), without entry `skip` when it lies inside."""
+        if not a <= skip < b:
+            x = self.span(w, a, b)
+            return x / (b - a) if self.avg else x
+        parts = [self.span(w, x, y) for x, y in ((a, skip), (skip + 1, b)) if x < y]
+        if self.fn == "min":
+            return min(parts)
+        if self.fn == "max":
+            return max(parts)
+        return sum(parts) / (b - a - 1) if self.avg else sum(parts)
 
     def match(self, state: dict[str, Any], ev: Any, which: list[int], wm: float) -> list[Hit] | None:
         v = ev.value
-        if not _numeric(v):
+        if type(v) is not float and type(v) is not int:
             return None
-        w = ValueWindow(state.setdefault("w", {}))
+        w = state.get("w")
+        if w is None:
+            w = state["w"] = value_window()
         d = self.within
-        w.evict_before(wm - d)
-        k = w.insert_value(ev.ts, v, ev.id)
+        t = w["t"]
+        if t and t[0] < wm - d:
+            evict_values(w, wm - d)
+        k = insert_value(w, ev.ts, v, ev.id)
         if k < 0:
             return None
-        t, s, test = w.t, ev.ts, self.test
-        hits: list[Hit] = []
-        a, b = bisect_left(t, s - d, 0, k), bisect_right(t, s, k)
-        if test(float(self._value(w, a, b))):
-            hits.append(self._hit(w, a, b))
-        if b < len(t) and self._may_turn(v):
+        s, n, test = ev.ts, len(t), self.test
+        a = bisect_left(t, s - d, 0, k)
+        b = n if k == n - 1 else bisect_right(t, s, k)
+        x = self.span(w, a, b)
+        hits = [self._hit(w, a, b)] if test(x / (b - a) if self.avg else x) else None
+        if b < n and self._may_turn(v):
             for _, jb in _later(t, b, s + d):
                 a = bisect_left(t, t[jb - 1] - d, 0, k + 1)
-                if test(float(self._value(w, a, jb))) and not test(float(self._value(w, a, jb, k))):
-                    hits.append(self._hit(w, a, jb))
-        return hits or None
+                if test(self._value(w, a, jb)) and not test(self._value(w, a, jb, k)):
+                    hits = [*(hits or ()), self._hit(w, a, jb)]
+        return hits
 
-    def _hit(self, w: ValueWindow, a: int, b: int) -> Hit:
-        moment = w.t[b - 1]
-        return moment, moment - self.within, w.t[a], w.i[max(a, b - MAX_EVIDENCE) : b]
+    def _hit(self, w: Window, a: int, b: int) -> Hit:
+        t = w["t"]
+        moment = t[b - 1]
+        return moment, moment - self.within, t[a], w["i"][max(a, b - MAX_EVIDENCE) : b]
+
+
+def _rebuilt(old: dict[str, Any]) -> Window:
+    """A value window with the readings of one kept in the form of older versions."""
+    w = value_window()
+    for ts, event_id, value in zip(old.get("t", ()), old.get("i", ()), old.get("v", ()), strict=False):
+        insert_value(w, ts, value, event_id)
+    return w
 
 
 class ChangeEval(Evaluator):
-    """`rise`/`fall`: w = {sensor: ValueWindow}; rise = latest − lowest, fall = highest − latest, where
+    """`rise`/`fall`: w = {sensor: value window}; rise = latest − lowest, fall = highest − latest, where
     "latest" is the reading at the moment judged."""
 
     def __init__(self, pattern: Change, within: float | None) -> None:
@@ -213,45 +244,62 @@ class ChangeEval(Evaluator):
         self.test = pattern.test
         self.rise = pattern.direction == "rise"
 
-    def _judge(self, w: ValueWindow, j: int, skip: int = -1) -> Hit | None:
+    def upgrade(self, state: dict[str, Any]) -> bool:
+        per_sensor = state.get("w") or {}
+        old = [sensor for sensor, w in per_sensor.items() if "bn" not in w]
+        for sensor in old:
+            per_sensor[sensor] = _rebuilt(per_sensor[sensor])
+        return bool(old)
+
+    def _judge(self, w: Window, j: int, skip: int = -1) -> Hit | None:
         """The hit at the moment of reading j (ignoring reading `skip`), if the change there passes."""
-        t, v, d = w.t, w.v, self.within
+        t, v, d = w["t"], w["v"], self.within
         mt = t[j]
-        a, b = bisect_left(t, mt - d, 0, j + 1), bisect_right(t, mt, j)
-        spans = [(a, b)] if not a <= skip < b else [(x, y) for x, y in ((a, skip), (skip + 1, b)) if x < y]
-        summaries = [w.summary(x, y) for x, y in spans]
-        extreme = min(p[0] for p in summaries) if self.rise else max(p[1] for p in summaries)
-        if not self.test(float(v[j] - extreme if self.rise else extreme - v[j])):
+        a = bisect_left(t, mt - d, 0, j + 1)
+        b = bisect_right(t, mt, j)
+        span = span_min if self.rise else span_max
+        if not a <= skip < b:
+            extreme = span(w, a, b)
+        else:
+            parts = [span(w, x, y) for x, y in ((a, skip), (skip + 1, b)) if x < y]
+            extreme = min(parts) if self.rise else max(parts)
+        if not self.test(v[j] - extreme if self.rise else extreme - v[j]):
             return None
-        x, y = next((x, y) for x, y in spans if extreme in v[x:y])
-        k = x + v[x:y].index(extreme)
+        k = v.index(extreme, a, b)
+        if k == skip:
+            k = v.index(extreme, skip + 1, b)
         if k == j:
             return None  # no change from the reading itself
-        return mt, mt - d, t[k], [w.i[k], w.i[j]]
+        return mt, mt - d, t[k], [w["i"][k], w["i"][j]]
 
     def match(self, state: dict[str, Any], ev: Any, which: list[int], wm: float) -> list[Hit] | None:
         v = ev.value
-        if not _numeric(v):
+        if type(v) is not float and type(v) is not int:
             return None
-        per_sensor: dict[str, dict[str, Any]] = state.setdefault("w", {})
-        w = ValueWindow(per_sensor.setdefault(ev.sensor, {}))
+        per_sensor: dict[str, Window] | None = state.get("w")
+        if per_sensor is None:
+            per_sensor = state["w"] = {}
+        w = per_sensor.get(ev.sensor)
+        if w is None:
+            w = per_sensor[ev.sensor] = value_window()
         d = self.within
-        w.evict_before(wm - d)
-        k = w.insert_value(ev.ts, v, ev.id)
+        t = w["t"]
+        if t and t[0] < wm - d:
+            evict_values(w, wm - d)
+        k = insert_value(w, ev.ts, v, ev.id)
         if k < 0:
             return None
-        hits: list[Hit] = []
         hit = self._judge(w, k)
-        if hit is not None:
-            hits.append(hit)
-        test, rise, values = self.test, self.rise, w.v
-        for j in range(k + 1, bisect_right(w.t, ev.ts + d, k + 1)):
-            # a later reading of the sensor now has this one in its window: only as its new extreme
-            if test(float(values[j] - v if rise else v - values[j])):
-                hit = self._judge(w, j)
-                if hit is not None and self._judge(w, j, k) is None:
-                    hits.append(hit)
-        return hits or None
+        hits = None if hit is None else [hit]
+        if k + 1 < len(t):
+            test, rise, values = self.test, self.rise, w["v"]
+            for j in range(k + 1, bisect_right(t, ev.ts + d, k + 1)):
+                # a later reading of the sensor now has this one in its window: only as its new extreme
+                if test(values[j] - v if rise else v - values[j]):
+                    hit = self._judge(w, j)
+                    if hit is not None and self._judge(w, j, k) is None:
+                        hits = [*(hits or ()), hit]
+        return hits
 
 
 class DistinctEval(Evaluator):
@@ -267,10 +315,7 @@ class DistinctEval(Evaluator):
         if len(parts) <= self.level:
             return None
         place = "/".join(parts[: self.level + 1])
-        raw = state.get("w")
-        if raw is None or "t" not in raw:  # none yet, or the {place: [ts, id]} form of older versions
-            raw = state["w"] = {}
-        w = Places(raw)
+        w = Places(state.setdefault("w", {}))
         d = self.within
         w.evict_before(wm - d)
         k = w.insert_place(ev.ts, ev.id, place)
@@ -288,6 +333,16 @@ class DistinctEval(Evaluator):
             if test(n) and not test(before):
                 hits.append(self._hit(w, a, jb))
         return hits or None
+
+    def upgrade(self, state: dict[str, Any]) -> bool:
+        old = state.get("w")
+        if not old or "t" in old:
+            return False
+        state["w"] = {}
+        w = Places(state["w"])
+        for place, (ts, event_id) in old.items():  # {place: [latest ts, id]}
+            w.insert_place(ts, event_id, place)
+        return True
 
     def _hit(self, w: Places, a: int, b: int) -> Hit:
         latest: dict[str, tuple[float, str]] = {}

@@ -1,10 +1,15 @@
 """Time-ordered windows kept as parallel lists, so that every search is a C-level bisect on plain floats.
 
-`Moments` is a window of matches: `{"t": [ts, …], "i": [event id, …]}`. `ValueWindow` adds the numeric
-values and per-block summaries: `{"t", "i", "v": [value, …], "lo": [min, …], "hi": [max, …], "s": [sum, …]}`
-where entry k of lo/hi/s summarises block k, `v[k*BLOCK:(k+1)*BLOCK]`, so the min, max and sum of any time span cost O(BLOCK + n/BLOCK).
-Both are views over JSON-able dicts (the engine's state), updated in place. Inserting an event id that is
-already there at the same time changes nothing, so applying an event twice is harmless.
+`Moments` is a window of matches: `{"t": [ts, …], "i": [event id, …]}` (`Places` adds `"p"`, the place of
+each). A value window (`value_window()`, read and written by the functions below, no view object) adds the
+numeric values `"v"` and blocks of consecutive entries, each summarised: `"bt"` the time the block starts
+at, `"bn"` its size, `"bs"`/`"bl"`/`"bh"` the sum, min and max of its values. A block holds the entries from
+its start time up to the next block's; appending in time order fills blocks of BLOCK entries, an insert out
+of order updates one block's summary in O(1) and splits a block grown past 2 × BLOCK. So the min, max and
+sum of any time span cost O(BLOCK + n/BLOCK), and an out-of-order insert never rebuilds summaries.
+
+All are JSON-able dicts (the engine's state), updated in place. Inserting an event id that is already
+there at the same time changes nothing, so applying an event twice is harmless.
 """
 
 from __future__ import annotations
@@ -14,6 +19,21 @@ from typing import Any
 
 BLOCK = 64
 MAX_ENTRIES = 4096  # per window; bounds memory per group whatever the event rate
+
+Window = dict[str, Any]
+
+
+def position(t: list[float], ids: list[str], ts: float, event_id: str) -> int:
+    """Where (ts, id) goes in the sorted times `t`, or -1 when that event is already there."""
+    if not t or t[-1] < ts:
+        return len(t)
+    k = bisect_left(t, ts)
+    n = len(t)
+    while k < n and t[k] == ts:
+        if ids[k] == event_id:
+            return -1
+        k += 1
+    return k
 
 
 class Moments:
@@ -25,22 +45,10 @@ class Moments:
         self.t: list[float] = w.setdefault("t", [])
         self.i: list[str] = w.setdefault("i", [])
 
-    def _position(self, ts: float, event_id: str) -> int | None:
-        """Where (ts, id) goes, or None when it is already there."""
-        t, ids = self.t, self.i
-        if not t or t[-1] < ts:
-            return len(t)
-        k = bisect_left(t, ts)
-        while k < len(t) and t[k] == ts:
-            if ids[k] == event_id:
-                return None
-            k += 1
-        return k
-
     def insert(self, ts: float, event_id: str) -> int:
         """Add a match; its index, or -1 when this event is already in the window."""
-        k = self._position(ts, event_id)
-        if k is None:
+        k = position(self.t, self.i, ts, event_id)
+        if k < 0:
             return -1
         if k == len(self.t):
             self.t.append(ts)
@@ -82,8 +90,8 @@ class Places(Moments):
 
     def insert_place(self, ts: float, event_id: str, place: str) -> int:
         """Add a match at `place`; its index, or -1 when this event is already in the window."""
-        k = self._position(ts, event_id)
-        if k is None:
+        k = position(self.t, self.i, ts, event_id)
+        if k < 0:
             return -1
         self.p.insert(k, place)
         self.t.insert(k, ts)
@@ -99,78 +107,142 @@ class Places(Moments):
         del self.p[:n]
 
 
-class ValueWindow(Moments):
-    """Matches with numeric values and block summaries; evicts whole blocks only, to keep them aligned."""
+# ---------------------------------------------------------------- value windows
+def value_window() -> Window:
+    """An empty value window."""
+    return {"t": [], "i": [], "v": [], "bt": [], "bn": [], "bs": [], "bl": [], "bh": []}
 
-    __slots__ = ("hi", "lo", "s", "v")
 
-    def __init__(self, w: dict[str, Any]) -> None:
-        super().__init__(w)
-        self.v: list[float] = w.setdefault("v", [])
-        self.lo: list[float] = w.setdefault("lo", [])
-        self.hi: list[float] = w.setdefault("hi", [])
-        self.s: list[float] = w.setdefault("s", [])
-
-    def insert_value(self, ts: float, value: float, event_id: str) -> int:
-        """Add a reading; its index, or -1 when this event is already in the window (or was dropped at
-        once because the window is full of newer readings)."""
-        k = self._position(ts, event_id)
-        if k is None:
+def insert_value(w: Window, ts: float, value: float, event_id: str) -> int:
+    """Add a reading; its index, or -1 when this event is already in the window (or was dropped at once
+    because the window is full of newer readings)."""
+    t, v, bn = w["t"], w["v"], w["bn"]
+    if t and ts <= t[-1]:
+        k = position(t, w["i"], ts, event_id)
+        if k < 0:
             return -1
-        t, v = self.t, self.v
-        if k == len(t):
-            t.append(ts)
-            self.i.append(event_id)
-            v.append(value)
-            if (len(v) - 1) % BLOCK == 0:
-                self.lo.append(value)
-                self.hi.append(value)
-                self.s.append(value)
-            else:
-                if value < self.lo[-1]:
-                    self.lo[-1] = value
-                if value > self.hi[-1]:
-                    self.hi[-1] = value
-                self.s[-1] += value
+        t.insert(k, ts)
+        w["i"].insert(k, event_id)
+        v.insert(k, value)
+        bt = w["bt"]
+        p = bisect_right(bt, ts) - 1
+        if p < 0:
+            p = 0
+            bt[0] = ts  # the first block now starts earlier
+        bn[p] += 1
+        w["bs"][p] += value
+        if value < w["bl"][p]:
+            w["bl"][p] = value
+        if value > w["bh"][p]:
+            w["bh"][p] = value
+        if bn[p] > 2 * BLOCK:
+            _split(w, p)
+    else:
+        k = len(t)
+        t.append(ts)
+        w["i"].append(event_id)
+        v.append(value)
+        if bn and bn[-1] < BLOCK:
+            bn[-1] += 1
+            w["bs"][-1] += value
+            if value < w["bl"][-1]:
+                w["bl"][-1] = value
+            if value > w["bh"][-1]:
+                w["bh"][-1] = value
         else:
-            t.insert(k, ts)
-            self.i.insert(k, event_id)
-            v.insert(k, value)
-            self._rebuild(k // BLOCK)
-        if len(t) > MAX_ENTRIES:
-            self._drop(BLOCK)
-            k = k - BLOCK if k >= BLOCK else -1
-        return k
+            w["bt"].append(ts)
+            bn.append(1)
+            w["bs"].append(value)
+            w["bl"].append(value)
+            w["bh"].append(value)
+    if len(t) > MAX_ENTRIES:
+        n = bn[0]
+        _drop_blocks(w, 1)
+        k = k - n if k >= n else -1
+    return k
 
-    def _drop(self, n: int) -> None:
-        n -= n % BLOCK
-        if n:
-            super()._drop(n)
-            del self.v[:n]
-            blocks = n // BLOCK
-            del self.lo[:blocks]
-            del self.hi[:blocks]
-            del self.s[:blocks]
 
-    def _rebuild(self, first_block: int) -> None:
-        v = self.v
-        del self.lo[first_block:]
-        del self.hi[first_block:]
-        del self.s[first_block:]
-        for k in range(first_block * BLOCK, len(v), BLOCK):
-            chunk = v[k : k + BLOCK]
-            self.lo.append(min(chunk))
-            self.hi.append(max(chunk))
-            self.s.append(sum(chunk))
+def _split(w: Window, p: int) -> None:
+    """Split block p in two at a change of time near its middle (entries at one time stay together)."""
+    t, v, bt, bn = w["t"], w["v"], w["bt"], w["bn"]
+    x = bisect_left(t, bt[p])
+    y = x + bn[p]
+    mid = bisect_left(t, t[x + bn[p] // 2], x, y)
+    if mid == x:
+        mid = bisect_right(t, t[mid], x, y)
+        if mid == y:
+            return  # all at one time: it cannot be split
+    left, right = v[x:mid], v[mid:y]
+    bt.insert(p + 1, t[mid])
+    bn[p : p + 1] = [mid - x, y - mid]
+    w["bs"][p : p + 1] = [sum(left), sum(right)]
+    w["bl"][p : p + 1] = [min(left), min(right)]
+    w["bh"][p : p + 1] = [max(left), max(right)]
 
-    def summary(self, i: int, j: int) -> tuple[float, float, float]:
-        """(min, max, sum) of the values of entries [i, j); j > i."""
-        v = self.v
-        bi, bj = i // BLOCK, j // BLOCK
-        if bj - bi < 2:
-            part = v[i:j]
-            return min(part), max(part), sum(part)
-        head, tail = v[i : (bi + 1) * BLOCK], v[bj * BLOCK : j]
-        lo = min(min(head), min(self.lo[bi + 1 : bj]), min(tail) if tail else head[0])
-        hi = max(max(head), max(self.hi[bi + 1 : bj]), max(tail) if tail else head[0])
-        return lo, hi, sum(head) + sum(self.s[bi + 1 : bj]) + sum(tail)
+
+def _drop_blocks(w: Window, blocks: int) -> None:
+    n = sum(w["bn"][:blocks])
+    for key in ("t", "i", "v"):
+        del w[key][:n]
+    for key in ("bt", "bn", "bs", "bl", "bh"):
+        del w[key][:blocks]
+
+
+def evict_values(w: Window, horizon: float) -> None:
+    """Forget whole blocks of readings older than `horizon` (seconds); all of them when none is newer."""
+    t = w["t"]
+    if not t or t[0] >= horizon:
+        return
+    if t[-1] < horizon:
+        _drop_blocks(w, len(w["bt"]))
+        return
+    bt = w["bt"]
+    p = bisect_right(bt, horizon, 1) - 1  # the block holding `horizon`: the ones before it are all older
+    if p > 0:
+        _drop_blocks(w, p)
+
+
+def _blocks(w: Window, a: int, b: int) -> tuple[int, int, int, int] | None:
+    """For entries [a, b): (end of the head, first full block, end of the full blocks, start of the tail),
+    or None when they span fewer than three blocks (scan them directly)."""
+    if b - a <= 2 * BLOCK:
+        return None
+    t, bt = w["t"], w["bt"]
+    q = bisect_right(bt, t[a]) - 1  # block of entry a
+    r = bisect_right(bt, t[b - 1]) - 1  # block of entry b − 1
+    if r - q < 2:
+        return None
+    return bisect_left(t, bt[q + 1], a, b), q + 1, r, bisect_left(t, bt[r], a, b)
+
+
+def span_sum(w: Window, a: int, b: int) -> float:
+    """Sum of the values of entries [a, b)."""
+    v: list[float] = w["v"]
+    parts = _blocks(w, a, b)
+    if parts is None:
+        return sum(v[a:b])
+    head, p1, p2, tail = parts
+    sums: list[float] = w["bs"]
+    return sum(v[a:head]) + sum(sums[p1:p2]) + sum(v[tail:b])
+
+
+def span_min(w: Window, a: int, b: int) -> float:
+    """Lowest value of entries [a, b); b > a."""
+    v: list[float] = w["v"]
+    parts = _blocks(w, a, b)
+    if parts is None:
+        return min(v[a:b])
+    head, p1, p2, tail = parts
+    lows: list[float] = w["bl"]
+    return min(min(v[a:head]), min(lows[p1:p2]), min(v[tail:b]))
+
+
+def span_max(w: Window, a: int, b: int) -> float:
+    """Highest value of entries [a, b); b > a."""
+    v: list[float] = w["v"]
+    parts = _blocks(w, a, b)
+    if parts is None:
+        return max(v[a:b])
+    head, p1, p2, tail = parts
+    highs: list[float] = w["bh"]
+    return max(max(v[a:head]), max(highs[p1:p2]), max(v[tail:b]))
