@@ -9,12 +9,13 @@ from __future__ import annotations
 import hashlib
 import heapq
 import math
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any, Literal
 
 import orjson
 
+from reflexes.index import Index
 from reflexes.model import (
     Absent,
     ActuateAction,
@@ -30,7 +31,6 @@ from reflexes.store import META_KEY, MemoryStore, State, Store
 from schemas import Alert, Command
 
 Output = Alert | Command
-_SITE_CACHE_MAX = 200_000
 
 
 def _digest(*parts: object) -> str:
@@ -45,38 +45,7 @@ def alert_id(reflex: str, group: str, window_start: float, action: int) -> str:
     return _digest(reflex, group, float(window_start), action)
 
 
-Entries = list[tuple["_Plan", list[tuple[int, Condition]]]]
-_EMPTY: Entries = []
-
-
-def _compatible(prefix: str, key: str) -> bool:
-    """Whether a condition whose site glob starts with the literal `prefix` can match a site under `key`
-    (`key` is the site's first one or two segments as known to the index, "" when unknown)."""
-    return prefix == "" or key == prefix or key.startswith(prefix + "/")
-
-
-def _by_head(conds_of: Entries, kind: str | None) -> dict[str, Entries]:
-    """For one kind (None: events of a kind no condition names), the entries to test for a site, by the
-    site's first two segments, first segment, or "" — each holding only conditions that can match there."""
-    relevant: Entries = []
-    for plan, conds in conds_of:
-        mine = [(i, c) for i, c in conds if c.kind is None or c.kind == kind]
-        if mine:
-            relevant.append((plan, mine))
-    keys = {""}
-    for _, conds in relevant:
-        for _, c in conds:
-            parts = c.site_prefix.split("/") if c.site_prefix else []
-            keys.update("/".join(parts[: n + 1]) for n in range(len(parts)))
-    index: dict[str, Entries] = {}
-    for key in sorted(keys):
-        entries: Entries = []
-        for plan, conds in relevant:
-            fit = [(i, c) for i, c in conds if _compatible(c.site_prefix, key)]
-            if fit:
-                entries.append((plan, fit))
-        index[key] = entries
-    return index
+_ONE = [0]  # `which` of a match of a reflex with one condition (never mutated)
 
 
 @dataclass(eq=False)
@@ -84,6 +53,8 @@ class _Plan:
     reflex: Reflex
     evaluator: Evaluator
     prefix: str  # state key prefix "<id>|"
+    level: int | None  # the site level of `per`, None for per sensor
+    multi: bool  # more than one condition (all, sequence)
     absent: Absent | None
     clear: ClearAction | None
     escalations: tuple[tuple[int, EscalateAction], ...]
@@ -105,35 +76,42 @@ class Engine:
             self.watermark = meta["wm"] if meta.get("wm") is not None else -math.inf
             self.max_ts = meta["max"] if meta.get("max") is not None else -math.inf
             self.late = int(meta.get("late", 0))
-        self._prefixes: dict[str, list[str]] = {}
+        if type(self.store) is MemoryStore:  # its dict directly: one call less per group touched
+            self._get: Callable[[str], State | None] = self.store.data.get
+            self._put: Callable[[str, State], None] = self.store.data.__setitem__
+        else:
+            self._get, self._put = self.store.get, self.store.put
         self._install(rules.tier(tier))
 
     # ------------------------------------------------------------ plan and index
     def _install(self, rules: RuleSet) -> None:
-        """Build the plans and the index: kind → first site segment → the (plan, conditions) to test.
-
-        An event only touches reflexes with a condition on its kind (or on no kind) whose site glob can
-        match its district (or starts with a wildcard); order follows the rule set, so outputs are stable.
-        """
+        """Build the plans and the index (see index.py): an event only touches the conditions of its kind
+        (or of no kind) whose site glob can match its site and whose predicate its value can pass; order
+        follows the rule set, so outputs are stable."""
         self.rules = rules
         self.lateness = rules.lateness
         self._plans: dict[str, _Plan] = {}
-        conds_of: list[tuple[_Plan, list[tuple[int, Condition]]]] = []
-        for r in rules.reflexes:
+        filed: list[tuple[int, int, _Plan, Condition, bool]] = []
+        for order, r in enumerate(rules.reflexes):
+            evaluator = evaluator_for(r.pattern, r.within)
             plan = _Plan(
                 reflex=r,
-                evaluator=evaluator_for(r.pattern, r.within),
+                evaluator=evaluator,
                 prefix=r.id + "|",
+                level=r.per_level,
+                multi=len(r.conditions) > 1,
                 absent=r.pattern if isinstance(r.pattern, Absent) else None,
                 clear=next((a for a in r.actions if isinstance(a, ClearAction)), None),
                 escalations=tuple((i, a) for i, a in enumerate(r.actions) if isinstance(a, EscalateAction)),
             )
             self._plans[r.id] = plan
-            conds_of.append((plan, list(enumerate(r.conditions))))
-        kinds = {c.kind for r in rules.reflexes for c in r.conditions if c.kind is not None}
-        self._by_kind = {kind: _by_head(conds_of, kind) for kind in kinds}
-        self._wild = _by_head(conds_of, None)
+            filed.extend((order, i, plan, c, evaluator.wants_misses) for i, c in enumerate(r.conditions))
+        self._index: Index[_Plan] = Index(filed)
         self._rebuild_timers()
+
+    def indexed(self, kind: str, site: str) -> list[str]:
+        """Ids of the reflexes an event of `kind` at `site` is looked up against (before predicates)."""
+        return [p.reflex.id for p in self._index.bucket(kind, site).plans()]
 
     def reload(self, rules: RuleSet) -> list[str]:
         """Switch to `rules`, keeping the state of reflexes whose definition did not change.
@@ -202,68 +180,59 @@ class Engine:
                 self.watermark = wm
                 if self._heap and self._heap[0][0] <= wm:
                     out = self._run_due(wm)
-        store = self.store
-        heads = self._by_kind.get(ev.kind, self._wild)
-        prefixes = self._site_prefixes(ev.site)
-        entries = heads.get(prefixes[1]) if len(prefixes) > 1 else None
-        if entries is None:
-            entries = heads.get(prefixes[0])
-            if entries is None:
-                entries = heads[""]
-        for plan, conds in entries:
-            which: list[int] | None = None
-            missed = False
-            for i, c in conds:
-                if c.selects(ev):
-                    if c.holds(ev):
-                        if which is None:
-                            which = [i]
-                        else:
-                            which.append(i)
-                    else:
-                        missed = True
-            if which is None and not (missed and plan.evaluator.wants_misses):
-                continue
-            level = plan.reflex.per_level
+        index = self._index
+        key, prefixes = index.sites.get(ev.site) or index.site(ev.site)
+        misses: list[_Plan] = []
+        found = index.by_kind.get(ev.kind, index.wild)[key].match(ev, misses)
+        if misses:
+            self._misses(misses, ev, prefixes)
+        get, put, wm = self._get, self._put, self.watermark
+        j, n = 0, len(found)
+        while j < n:
+            order, i, plan = found[j]
+            j += 1
+            which = _ONE
+            if plan.multi:
+                which = [i]
+                while j < n and found[j][0] == order:
+                    which.append(found[j][1])
+                    j += 1
+            level = plan.level
             if level is None:
                 group, site = ev.sensor, ev.site
-            else:
-                if len(prefixes) <= level:
-                    continue
+            elif len(prefixes) > level:
                 group = site = prefixes[level]
-            key = plan.prefix + group
-            state = store.get(key)
-            if which is None:
-                if state is not None:
-                    plan.evaluator.miss(state, ev)
-                    store.put(key, state)
+            else:
                 continue
+            gkey = plan.prefix + group
+            state = get(gkey)
             if state is None:
                 state = {"s": site}
             if plan.absent is not None:
-                out.extend(self._absent_match(plan, key, state, group, ev))
+                out.extend(self._absent_match(plan, gkey, state, group, ev))
             else:
-                hits = plan.evaluator.match(state, ev, which, self.watermark)
+                hits = plan.evaluator.match(state, ev, which, wm)
                 if hits is not None:
                     for hit in hits:
                         if hit[3]:
                             out.extend(
-                                self._hit(plan, key, state, group, hit, (ev.sensor, ev.kind, ev.value))
+                                self._hit(plan, gkey, state, group, hit, (ev.sensor, ev.kind, ev.value))
                             )
                         else:
-                            self._sustain(plan, key, state, hit[0])
-            store.put(key, state)
+                            self._sustain(plan, gkey, state, hit[0])
+            put(gkey, state)
         return out
 
-    def _site_prefixes(self, site: str) -> list[str]:
-        prefixes = self._prefixes.get(site)
-        if prefixes is None:
-            if len(self._prefixes) >= _SITE_CACHE_MAX:
-                self._prefixes.clear()
-            parts = site.split("/")
-            prefixes = ["/".join(parts[: i + 1]) for i in range(len(parts))]
-            self._prefixes[site] = prefixes
-        return prefixes
+    def _misses(self, plans: list[_Plan], ev: Any, prefixes: list[str]) -> None:
+        """`ev` is selected by these plans' `for` condition but fails its predicate: it breaks their runs."""
+        for plan in plans:
+            level = plan.level
+            if level is not None and len(prefixes) <= level:
+                continue
+            gkey = plan.prefix + (ev.sensor if level is None else prefixes[level])
+            state = self._get(gkey)
+            if state is not None and plan.evaluator.miss(state, ev):
+                self._put(gkey, state)
 
     # ------------------------------------------------------------ firing
     def _hit(

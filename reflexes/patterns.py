@@ -69,8 +69,9 @@ class Evaluator:
     def match(self, state: dict[str, Any], ev: Any, which: list[int], wm: float) -> list[Hit] | None:
         raise NotImplementedError
 
-    def miss(self, state: dict[str, Any], ev: Any) -> None:
-        return None
+    def miss(self, state: dict[str, Any], ev: Any) -> bool:
+        """`ev` is selected but fails the predicate; True when that changed the state."""
+        return False
 
     def upgrade(self, state: dict[str, Any]) -> bool:
         """Bring a group's state kept by an older version to this one's form (the engine calls it for every
@@ -107,12 +108,14 @@ class HeldEval(Evaluator):
             return [(t, run[0], run[0], [ev.id])]
         return None
 
-    def miss(self, state: dict[str, Any], ev: Any) -> None:
+    def miss(self, state: dict[str, Any], ev: Any) -> bool:
         runs = state.get("w")
         if runs:
             run = runs.get(ev.sensor)
             if run is not None and ev.ts >= run[0]:
                 del runs[ev.sensor]
+                return True
+        return False
 
 
 def _later(t: list[float], first: int, until: float) -> list[tuple[int, int]]:
@@ -159,7 +162,8 @@ class CountEval(Evaluator):
 
 
 class AggregateEval(Evaluator):
-    """`avg`/`min`/`max`/`sum` of the numeric matches: w is a value window (see windows.py)."""
+    """`avg`/`min`/`max`/`sum` of the numeric matches: the group's state is itself the value window (see
+    windows.py; its keys do not collide with the engine's), one dict less per group."""
 
     def __init__(self, pattern: Aggregate, within: float | None) -> None:
         super().__init__(pattern, within)
@@ -170,10 +174,10 @@ class AggregateEval(Evaluator):
         self.avg = pattern.fn == "avg"
 
     def upgrade(self, state: dict[str, Any]) -> bool:
-        w = state.get("w")
-        if w is None or "bn" in w:
+        old = state.pop("w", None)  # the window apart, with index blocks
+        if old is None:
             return False
-        state["w"] = _rebuilt(w)
+        state.update(_rebuilt(old))
         return True
 
     def _may_turn(self, v: float) -> bool:
@@ -199,11 +203,12 @@ class AggregateEval(Evaluator):
         v = ev.value
         if type(v) is not float and type(v) is not int:
             return None
-        w = state.get("w")
-        if w is None:
-            w = state["w"] = value_window()
+        w = state
+        t = w.get("t")
+        if t is None:
+            w.update(value_window())
+            t = w["t"]
         d = self.within
-        t = w["t"]
         if t and t[0] < wm - d:
             evict_values(w, wm - d)
         k = insert_value(w, ev.ts, v, ev.id)

@@ -109,57 +109,86 @@ class Places(Moments):
 
 # ---------------------------------------------------------------- value windows
 def value_window() -> Window:
-    """An empty value window."""
-    return {"t": [], "i": [], "v": [], "bt": [], "bn": [], "bs": [], "bl": [], "bh": []}
+    """An empty value window (its blocks come once it holds more than 2 × BLOCK readings)."""
+    return {"t": [], "i": [], "v": []}
 
 
 def insert_value(w: Window, ts: float, value: float, event_id: str) -> int:
     """Add a reading; its index, or -1 when this event is already in the window (or was dropped at once
     because the window is full of newer readings)."""
-    t, v, bn = w["t"], w["v"], w["bn"]
+    t: list[float] = w["t"]
     if t and ts <= t[-1]:
         k = position(t, w["i"], ts, event_id)
         if k < 0:
             return -1
         t.insert(k, ts)
         w["i"].insert(k, event_id)
-        v.insert(k, value)
-        bt = w["bt"]
-        p = bisect_right(bt, ts) - 1
-        if p < 0:
-            p = 0
-            bt[0] = ts  # the first block now starts earlier
-        bn[p] += 1
-        w["bs"][p] += value
-        if value < w["bl"][p]:
-            w["bl"][p] = value
-        if value > w["bh"][p]:
-            w["bh"][p] = value
-        if bn[p] > 2 * BLOCK:
-            _split(w, p)
+        w["v"].insert(k, value)
+        if "bn" in w:
+            _into_block(w, ts, value)
     else:
         k = len(t)
         t.append(ts)
         w["i"].append(event_id)
-        v.append(value)
-        if bn and bn[-1] < BLOCK:
-            bn[-1] += 1
-            w["bs"][-1] += value
-            if value < w["bl"][-1]:
-                w["bl"][-1] = value
-            if value > w["bh"][-1]:
-                w["bh"][-1] = value
-        else:
-            w["bt"].append(ts)
-            bn.append(1)
-            w["bs"].append(value)
-            w["bl"].append(value)
-            w["bh"].append(value)
+        w["v"].append(value)
+        if "bn" in w:
+            _append_block(w, ts, value)
+    if len(t) > 2 * BLOCK and "bn" not in w:
+        _build_blocks(w)
     if len(t) > MAX_ENTRIES:
-        n = bn[0]
+        n = w["bn"][0]
         _drop_blocks(w, 1)
         k = k - n if k >= n else -1
     return k
+
+
+def _append_block(w: Window, ts: float, value: float) -> None:
+    bn = w["bn"]
+    if bn[-1] < BLOCK:
+        bn[-1] += 1
+        w["bs"][-1] += value
+        if value < w["bl"][-1]:
+            w["bl"][-1] = value
+        if value > w["bh"][-1]:
+            w["bh"][-1] = value
+    else:
+        w["bt"].append(ts)
+        bn.append(1)
+        w["bs"].append(value)
+        w["bl"].append(value)
+        w["bh"].append(value)
+
+
+def _into_block(w: Window, ts: float, value: float) -> None:
+    bt, bn = w["bt"], w["bn"]
+    p = bisect_right(bt, ts) - 1
+    if p < 0:
+        p = 0
+        bt[0] = ts  # the first block now starts earlier
+    bn[p] += 1
+    w["bs"][p] += value
+    if value < w["bl"][p]:
+        w["bl"][p] = value
+    if value > w["bh"][p]:
+        w["bh"][p] = value
+    if bn[p] > 2 * BLOCK:
+        _split(w, p)
+
+
+def _build_blocks(w: Window) -> None:
+    """Summarise the readings in blocks of about BLOCK (readings at one time stay in one block)."""
+    t, v = w["t"], w["v"]
+    w["bt"], w["bn"], w["bs"], w["bl"], w["bh"] = [], [], [], [], []
+    x, n = 0, len(t)
+    while x < n:
+        y = n if x + BLOCK >= n else bisect_right(t, t[x + BLOCK - 1], x + BLOCK - 1)
+        part = v[x:y]
+        w["bt"].append(t[x])
+        w["bn"].append(y - x)
+        w["bs"].append(sum(part))
+        w["bl"].append(min(part))
+        w["bh"].append(max(part))
+        x = y
 
 
 def _split(w: Window, p: int) -> None:
@@ -189,15 +218,22 @@ def _drop_blocks(w: Window, blocks: int) -> None:
 
 
 def evict_values(w: Window, horizon: float) -> None:
-    """Forget whole blocks of readings older than `horizon` (seconds); all of them when none is newer."""
+    """Forget readings older than `horizon` (seconds): whole blocks of them once the window has blocks."""
     t = w["t"]
     if not t or t[0] >= horizon:
         return
-    if t[-1] < horizon:
-        _drop_blocks(w, len(w["bt"]))
+    if "bn" not in w:
+        n = bisect_left(t, horizon)
+        for key in ("t", "i", "v"):
+            del w[key][:n]
         return
-    bt = w["bt"]
-    p = bisect_right(bt, horizon, 1) - 1  # the block holding `horizon`: the ones before it are all older
+    if t[-1] < horizon:
+        for key in ("t", "i", "v"):
+            w[key].clear()
+        for key in ("bt", "bn", "bs", "bl", "bh"):
+            del w[key]
+        return
+    p = bisect_right(w["bt"], horizon, 1) - 1  # the block holding `horizon`: the ones before it are older
     if p > 0:
         _drop_blocks(w, p)
 
@@ -205,7 +241,7 @@ def evict_values(w: Window, horizon: float) -> None:
 def _blocks(w: Window, a: int, b: int) -> tuple[int, int, int, int] | None:
     """For entries [a, b): (end of the head, first full block, end of the full blocks, start of the tail),
     or None when they span fewer than three blocks (scan them directly)."""
-    if b - a <= 2 * BLOCK:
+    if b - a <= 2 * BLOCK or "bn" not in w:
         return None
     t, bt = w["t"], w["bt"]
     q = bisect_right(bt, t[a]) - 1  # block of entry a
