@@ -93,7 +93,8 @@ class Engine:
         self._plans: dict[str, _Plan] = {}
         filed: list[tuple[int, int, _Plan, Condition, bool]] = []
         for order, r in enumerate(rules.reflexes):
-            evaluator = evaluator_for(r.pattern, r.within)
+            clears = any(isinstance(a, ClearAction) for a in r.actions)
+            evaluator = evaluator_for(r.pattern, r.within, 0.0 if clears else r.cooldown)
             plan = _Plan(
                 reflex=r,
                 evaluator=evaluator,

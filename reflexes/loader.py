@@ -93,19 +93,30 @@ def _duration(p: _Problems, m: YMap, key: str, where: str = "") -> float | None:
 def _number_test(
     p: _Problems, line: int, key: str, text: object
 ) -> tuple[str, Callable[[float], bool]] | None:
-    """`count: ">= 3"` style comparisons against a number: (operator, test)."""
+    """`count: ">= 3"` style comparisons against a number: (operator, test). The test is only ever given
+    numbers (counts, aggregates, changes), so it is the bound number's own comparison method, called in C:
+    `count >= 3` is `(3.0).__le__(count)`."""
     if not isinstance(text, str):
         p.add(line, f"{key}: write a comparison such as '>= 3', got {text!r}")
         return None
     try:
-        op, literal, test = compile_short(text)
+        op, literal, _ = compile_short(text)
     except ExpressionError as e:
         p.add(line, f"{key}: {e}")
         return None
     if isinstance(literal, bool) or not isinstance(literal, int | float):
         p.add(line, f"{key}: compare with a number, got {literal!r}")
         return None
-    return op, test
+    bound = float(literal)
+    tests: dict[str, Callable[[float], bool]] = {
+        ">": bound.__lt__,
+        ">=": bound.__le__,
+        "<": bound.__gt__,
+        "<=": bound.__ge__,
+        "==": bound.__eq__,
+        "!=": bound.__ne__,
+    }
+    return op, tests[op]
 
 
 def _string_list(p: _Problems, m: YMap, key: str, what: str) -> tuple[str, ...] | None:

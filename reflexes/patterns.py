@@ -1,8 +1,10 @@
 """Window logic of each pattern, on one group's state. Pure functions of (state, event, watermark).
 
-Each evaluator reads and updates `state["w"]` (JSON-able lists and dicts only) and returns the `Hit`s the
-event being applied causes. Entries older than `watermark − within` are evicted: no event that can still be
-applied could fall in their window.
+Each evaluator reads and updates `state["w"]` (JSON-able lists and dicts only; an aggregate keeps its value
+window in the group state itself) and returns the `Hit`s the event being applied causes. Entries older than
+`watermark − within` are evicted: no event that can still be applied could fall in their window. Moments
+that the engine's cooldown would suppress anyway are not judged (unless the reflex has a `clear`, which
+every holding moment keeps open).
 
 Judging in event time, whatever the arrival order
 -------------------------------------------------
@@ -38,11 +40,12 @@ from typing import Any
 
 from reflexes.model import Absent, Aggregate, AllOf, Change, Count, Distinct, Held, Pattern, Sequence, Single
 from reflexes.windows import (
-    Moments,
-    Places,
     Window,
+    evict_matches,
     evict_values,
+    insert_match,
     insert_value,
+    match_window,
     span_max,
     span_min,
     span_sum,
@@ -59,12 +62,14 @@ MAX_EVIDENCE = 32
 
 class Evaluator:
     """Base: `wants_misses` asks the engine to call `miss` for events that are selected but fail the
-    predicate (they break a `for` run)."""
+    predicate (they break a `for` run). `quiet` is the cooldown the engine applies to the reflex's alerts
+    (0 when the reflex has a `clear`: then every moment that holds counts)."""
 
     wants_misses = False
 
-    def __init__(self, pattern: Pattern, within: float | None) -> None:
+    def __init__(self, pattern: Pattern, within: float | None, quiet: float = 0.0) -> None:
         self.within = within or 0.0
+        self.quiet = quiet
 
     def match(self, state: dict[str, Any], ev: Any, which: list[int], wm: float) -> list[Hit] | None:
         raise NotImplementedError
@@ -78,6 +83,12 @@ class Evaluator:
         group it finds in its store); True when it changed."""
         return False
 
+    def _cooling(self, state: dict[str, Any], lo: float, hi: float) -> bool:
+        """Whether an alert at any moment in [lo, hi] (seconds) falls within the cooldown of the group's
+        latest alert, so that the engine would suppress it: such moments need not be judged."""
+        last = state.get("la")
+        return last is not None and last - self.quiet < lo and hi < last + self.quiet
+
 
 class SingleEval(Evaluator):
     def match(self, state: dict[str, Any], ev: Any, which: list[int], wm: float) -> list[Hit] | None:
@@ -89,8 +100,8 @@ class HeldEval(Evaluator):
 
     wants_misses = True
 
-    def __init__(self, pattern: Held, within: float | None) -> None:
-        super().__init__(pattern, within)
+    def __init__(self, pattern: Held, within: float | None, quiet: float = 0.0) -> None:
+        super().__init__(pattern, within, quiet)
         self.duration = pattern.duration
 
     def match(self, state: dict[str, Any], ev: Any, which: list[int], wm: float) -> list[Hit] | None:
@@ -131,42 +142,48 @@ def _later(t: list[float], first: int, until: float) -> list[tuple[int, int]]:
 
 
 class CountEval(Evaluator):
-    """`count`: w = `Moments` of the matches."""
+    """`count`: w = a match window."""
 
-    def __init__(self, pattern: Count, within: float | None) -> None:
-        super().__init__(pattern, within)
+    def __init__(self, pattern: Count, within: float | None, quiet: float = 0.0) -> None:
+        super().__init__(pattern, within, quiet)
         self.test = pattern.test
 
     def match(self, state: dict[str, Any], ev: Any, which: list[int], wm: float) -> list[Hit] | None:
-        m = Moments(state.setdefault("w", {}))
+        w = state.get("w")
+        if w is None:
+            w = state["w"] = match_window()
         d = self.within
-        m.evict_before(wm - d)
-        k = m.insert(ev.ts, ev.id)
+        evict_matches(w, wm - d)
+        k = insert_match(w, ev.ts, ev.id)
         if k < 0:
             return None
-        t, s, test = m.t, ev.ts, self.test
-        hits: list[Hit] = []
-        a, b = bisect_left(t, s - d, 0, k), bisect_right(t, s, k)
-        if test(b - a):
-            hits.append(self._hit(m, a, b))
-        for _, jb in _later(t, b, s + d):
-            mt = t[jb - 1]
-            a = bisect_left(t, mt - d, 0, k + 1)  # the new match is inside: mt − d ≤ s < mt
-            if test(jb - a) and not test(jb - a - 1):
-                hits.append(self._hit(m, a, jb))
-        return hits or None
+        t, s, test = w["t"], ev.ts, self.test
+        n = len(t)
+        b = n if k == n - 1 else bisect_right(t, s, k)
+        hits = None
+        if not self._cooling(state, s, s):
+            a = bisect_left(t, s - d, 0, k)
+            if test(b - a):
+                hits = [self._hit(w, a, b)]
+        if b < n and not self._cooling(state, t[b], min(s + d, t[-1])):
+            for _, jb in _later(t, b, s + d):
+                a = bisect_left(t, t[jb - 1] - d, 0, k + 1)  # the new match is inside: mt − d ≤ s < mt
+                if test(jb - a) and not test(jb - a - 1):
+                    hits = [*(hits or ()), self._hit(w, a, jb)]
+        return hits
 
-    def _hit(self, m: Moments, a: int, b: int) -> Hit:
-        moment = m.t[b - 1]
-        return moment, moment - self.within, m.t[a], m.i[max(a, b - MAX_EVIDENCE) : b]
+    def _hit(self, w: Window, a: int, b: int) -> Hit:
+        t = w["t"]
+        moment = t[b - 1]
+        return moment, moment - self.within, t[a], w["i"][max(a, b - MAX_EVIDENCE) : b]
 
 
 class AggregateEval(Evaluator):
     """`avg`/`min`/`max`/`sum` of the numeric matches: the group's state is itself the value window (see
     windows.py; its keys do not collide with the engine's), one dict less per group."""
 
-    def __init__(self, pattern: Aggregate, within: float | None) -> None:
-        super().__init__(pattern, within)
+    def __init__(self, pattern: Aggregate, within: float | None, quiet: float = 0.0) -> None:
+        super().__init__(pattern, within, quiet)
         self.test = pattern.test
         self.fn = pattern.fn
         self.op = pattern.op
@@ -203,27 +220,29 @@ class AggregateEval(Evaluator):
         v = ev.value
         if type(v) is not float and type(v) is not int:
             return None
-        w = state
-        t = w.get("t")
+        t = state.get("t")
         if t is None:
-            w.update(value_window())
-            t = w["t"]
+            state.update(value_window())
+            t = state["t"]
         d = self.within
         if t and t[0] < wm - d:
-            evict_values(w, wm - d)
-        k = insert_value(w, ev.ts, v, ev.id)
+            evict_values(state, wm - d)
+        k = insert_value(state, ev.ts, v, ev.id)
         if k < 0:
             return None
         s, n, test = ev.ts, len(t), self.test
-        a = bisect_left(t, s - d, 0, k)
         b = n if k == n - 1 else bisect_right(t, s, k)
-        x = self.span(w, a, b)
-        hits = [self._hit(w, a, b)] if test(x / (b - a) if self.avg else x) else None
-        if b < n and self._may_turn(v):
+        hits = None
+        if not self._cooling(state, s, s):
+            a = bisect_left(t, s - d, 0, k)
+            x = self.span(state, a, b)
+            if test(x / (b - a) if self.avg else x):
+                hits = [self._hit(state, a, b)]
+        if b < n and self._may_turn(v) and not self._cooling(state, t[b], min(s + d, t[-1])):
             for _, jb in _later(t, b, s + d):
                 a = bisect_left(t, t[jb - 1] - d, 0, k + 1)
-                if test(self._value(w, a, jb)) and not test(self._value(w, a, jb, k)):
-                    hits = [*(hits or ()), self._hit(w, a, jb)]
+                if test(self._value(state, a, jb)) and not test(self._value(state, a, jb, k)):
+                    hits = [*(hits or ()), self._hit(state, a, jb)]
         return hits
 
     def _hit(self, w: Window, a: int, b: int) -> Hit:
@@ -244,14 +263,15 @@ class ChangeEval(Evaluator):
     """`rise`/`fall`: w = {sensor: value window}; rise = latest − lowest, fall = highest − latest, where
     "latest" is the reading at the moment judged."""
 
-    def __init__(self, pattern: Change, within: float | None) -> None:
-        super().__init__(pattern, within)
+    def __init__(self, pattern: Change, within: float | None, quiet: float = 0.0) -> None:
+        super().__init__(pattern, within, quiet)
         self.test = pattern.test
         self.rise = pattern.direction == "rise"
+        self.span = span_min if self.rise else span_max
 
     def upgrade(self, state: dict[str, Any]) -> bool:
         per_sensor = state.get("w") or {}
-        old = [sensor for sensor, w in per_sensor.items() if "bn" not in w]
+        old = [sensor for sensor, w in per_sensor.items() if "lo" in w]  # index blocks: lo, hi, s
         for sensor in old:
             per_sensor[sensor] = _rebuilt(per_sensor[sensor])
         return bool(old)
@@ -261,12 +281,11 @@ class ChangeEval(Evaluator):
         t, v, d = w["t"], w["v"], self.within
         mt = t[j]
         a = bisect_left(t, mt - d, 0, j + 1)
-        b = bisect_right(t, mt, j)
-        span = span_min if self.rise else span_max
+        b = len(t) if j == len(t) - 1 else bisect_right(t, mt, j)
         if not a <= skip < b:
-            extreme = span(w, a, b)
+            extreme = self.span(w, a, b)
         else:
-            parts = [span(w, x, y) for x, y in ((a, skip), (skip + 1, b)) if x < y]
+            parts = [self.span(w, x, y) for x, y in ((a, skip), (skip + 1, b)) if x < y]
             extreme = min(parts) if self.rise else max(parts)
         if not self.test(v[j] - extreme if self.rise else extreme - v[j]):
             return None
@@ -294,11 +313,15 @@ class ChangeEval(Evaluator):
         k = insert_value(w, ev.ts, v, ev.id)
         if k < 0:
             return None
-        hit = self._judge(w, k)
-        hits = None if hit is None else [hit]
-        if k + 1 < len(t):
+        s = ev.ts
+        hits = None
+        if not self._cooling(state, s, s):
+            hit = self._judge(w, k)
+            if hit is not None:
+                hits = [hit]
+        if k + 1 < len(t) and not self._cooling(state, t[k + 1], min(s + d, t[-1])):
             test, rise, values = self.test, self.rise, w["v"]
-            for j in range(k + 1, bisect_right(t, ev.ts + d, k + 1)):
+            for j in range(k + 1, bisect_right(t, s + d, k + 1)):
                 # a later reading of the sensor now has this one in its window: only as its new extreme
                 if test(values[j] - v if rise else v - values[j]):
                     hit = self._judge(w, j)
@@ -308,150 +331,172 @@ class ChangeEval(Evaluator):
 
 
 class DistinctEval(Evaluator):
-    """`distinct`: w = `Places`, the matches with the site at LEVEL of each."""
+    """`distinct`: w = a match window with the place (site at LEVEL) of each match in "p"."""
 
-    def __init__(self, pattern: Distinct, within: float | None) -> None:
-        super().__init__(pattern, within)
+    def __init__(self, pattern: Distinct, within: float | None, quiet: float = 0.0) -> None:
+        super().__init__(pattern, within, quiet)
         self.test = pattern.test
         self.level = pattern.level
+
+    def upgrade(self, state: dict[str, Any]) -> bool:
+        old = state.get("w")
+        if not old or "t" in old:
+            return False
+        w = state["w"] = match_window("p")
+        for place, (ts, event_id) in old.items():  # {place: [latest ts, id]}
+            insert_match(w, ts, event_id, p=place)
+        return True
 
     def match(self, state: dict[str, Any], ev: Any, which: list[int], wm: float) -> list[Hit] | None:
         parts = ev.site.split("/")
         if len(parts) <= self.level:
             return None
         place = "/".join(parts[: self.level + 1])
-        w = Places(state.setdefault("w", {}))
+        w = state.get("w")
+        if w is None:
+            w = state["w"] = match_window("p")
         d = self.within
-        w.evict_before(wm - d)
-        k = w.insert_place(ev.ts, ev.id, place)
+        evict_matches(w, wm - d)
+        k = insert_match(w, ev.ts, ev.id, p=place)
         if k < 0:
             return None
-        t, p, s, test = w.t, w.p, ev.ts, self.test
-        hits: list[Hit] = []
-        a, b = bisect_left(t, s - d, 0, k), bisect_right(t, s, k)
-        if test(len(set(p[a:b]))):
-            hits.append(self._hit(w, a, b))
-        for _, jb in _later(t, b, s + d):
-            a = bisect_left(t, t[jb - 1] - d, 0, k + 1)
-            n = len(set(p[a:jb]))
-            before = n if place in p[a:k] or place in p[k + 1 : jb] else n - 1
-            if test(n) and not test(before):
-                hits.append(self._hit(w, a, jb))
-        return hits or None
+        t, p, s, test = w["t"], w["p"], ev.ts, self.test
+        n = len(t)
+        b = n if k == n - 1 else bisect_right(t, s, k)
+        hits = None
+        if not self._cooling(state, s, s):
+            a = bisect_left(t, s - d, 0, k)
+            if test(len(set(p[a:b]))):
+                hits = [self._hit(w, a, b)]
+        if b < n and not self._cooling(state, t[b], min(s + d, t[-1])):
+            for _, jb in _later(t, b, s + d):
+                a = bisect_left(t, t[jb - 1] - d, 0, k + 1)
+                count = len(set(p[a:jb]))
+                before = count if place in p[a:k] or place in p[k + 1 : jb] else count - 1
+                if test(count) and not test(before):
+                    hits = [*(hits or ()), self._hit(w, a, jb)]
+        return hits
 
-    def upgrade(self, state: dict[str, Any]) -> bool:
-        old = state.get("w")
-        if not old or "t" in old:
-            return False
-        state["w"] = {}
-        w = Places(state["w"])
-        for place, (ts, event_id) in old.items():  # {place: [latest ts, id]}
-            w.insert_place(ts, event_id, place)
-        return True
-
-    def _hit(self, w: Places, a: int, b: int) -> Hit:
+    def _hit(self, w: Window, a: int, b: int) -> Hit:
+        t, ids, p = w["t"], w["i"], w["p"]
         latest: dict[str, tuple[float, str]] = {}
         for k in range(b - 1, a - 1, -1):
-            latest.setdefault(w.p[k], (w.t[k], w.i[k]))
+            latest.setdefault(p[k], (t[k], ids[k]))
         inside = sorted(latest.values())
-        moment = w.t[b - 1]
+        moment = t[b - 1]
         return moment, moment - self.within, inside[0][0], [e[1] for e in inside[-MAX_EVIDENCE:]]
 
 
 class AllEval(Evaluator):
-    """`all`: w = one `Moments` (time-ordered matches) per condition."""
+    """`all`: w = one match window per condition."""
 
-    def __init__(self, pattern: AllOf | Sequence, within: float | None) -> None:
-        super().__init__(pattern, within)
+    def __init__(self, pattern: AllOf | Sequence, within: float | None, quiet: float = 0.0) -> None:
+        super().__init__(pattern, within, quiet)
         self.n = len(pattern.conds)
 
-    def _moments(self, state: dict[str, Any], ev: Any, which: list[int], wm: float) -> list[Moments] | None:
+    def upgrade(self, state: dict[str, Any]) -> bool:
+        windows = state.get("w") or []
+        empty = [w for w in windows if "t" not in w]  # older versions left {} until a condition matched
+        for w in empty:
+            w.update(match_window())
+        return bool(empty)
+
+    def _windows(self, state: dict[str, Any], ev: Any, which: list[int], wm: float) -> list[Window] | None:
         """The windows after adding the event; None when it was already applied."""
-        raw: list[dict[str, Any]] = state.setdefault("w", [{} for _ in range(self.n)])
-        lists = [Moments(w) for w in raw]
+        windows: list[Window] | None = state.get("w")
+        if windows is None:
+            windows = state["w"] = [match_window() for _ in range(self.n)]
         horizon = wm - self.within
-        for m in lists:
-            m.evict_before(horizon)
+        for w in windows:
+            evict_matches(w, horizon)
         fresh = False
         for i in which:
-            fresh |= lists[i].insert(ev.ts, ev.id) >= 0
-        return lists if fresh else None
+            fresh |= insert_match(windows[i], ev.ts, ev.id) >= 0
+        return windows if fresh else None
 
-    def _judge(self, lists: list[Moments], mt: float, without: str | None = None) -> Hit | None:
+    def _judge(self, windows: list[Window], mt: float, without: str | None = None) -> Hit | None:
         """The hit at moment `mt`: the latest match of each condition in [mt − within, mt] (not counting
         the event `without`), if every condition has one."""
         d = self.within
         chosen: list[tuple[float, str]] = []
-        for m in lists:
-            k = bisect_right(m.t, mt) - 1
-            if k >= 0 and m.i[k] == without:
+        for w in windows:
+            t, ids = w["t"], w["i"]
+            k = bisect_right(t, mt) - 1
+            if k >= 0 and ids[k] == without:
                 k -= 1
-            if k < 0 or m.t[k] < mt - d:
+            if k < 0 or t[k] < mt - d:
                 return None
-            chosen.append((m.t[k], m.i[k]))
+            chosen.append((t[k], ids[k]))
         return mt, mt - d, min(c[0] for c in chosen), [c[1] for c in chosen]
 
     def match(self, state: dict[str, Any], ev: Any, which: list[int], wm: float) -> list[Hit] | None:
-        lists = self._moments(state, ev, which, wm)
-        if lists is None:
+        windows = self._windows(state, ev, which, wm)
+        if windows is None:
             return None
-        s = ev.ts
-        hits: list[Hit] = []
-        hit = self._judge(lists, s)
-        if hit is not None:
-            hits.append(hit)
+        s, d = ev.ts, self.within
+        hits = None
+        if not self._cooling(state, s, s):
+            hit = self._judge(windows, s)
+            if hit is not None:
+                hits = [hit]
         later: set[float] = set()
-        for m in lists:
-            later.update(m.t[bisect_right(m.t, s) : bisect_right(m.t, s + self.within)])
-        for mt in sorted(later):
-            hit = self._judge(lists, mt)
-            if hit is not None and self._judge(lists, mt, ev.id) is None:
-                hits.append(hit)
-        return hits or None
+        for w in windows:
+            t = w["t"]
+            if t and t[-1] > s:
+                later.update(t[bisect_right(t, s) : bisect_right(t, s + d)])
+        if later and not self._cooling(state, min(later), max(later)):
+            for mt in sorted(later):
+                hit = self._judge(windows, mt)
+                if hit is not None and self._judge(windows, mt, ev.id) is None:
+                    hits = [*(hits or ()), hit]
+        return hits
 
 
 class SequenceEval(AllEval):
     """`sequence`: judged at each match of its last step; earlier steps are taken latest-first."""
 
-    def _chain(self, lists: list[Moments], j: int, without: str | None = None) -> Hit | None:
+    def _chain(self, windows: list[Window], j: int, without: str | None = None) -> Hit | None:
         """The hit at the last step's match j, if a chain of earlier steps (not using the event
         `without`) leads to it within the window."""
-        last = lists[-1]
-        t = last.t[j]
-        prev, chain, used = t, [last.i[j]], {last.i[j], without}
+        last = windows[-1]
+        t = last["t"][j]
+        prev, chain, used = t, [last["i"][j]], {last["i"][j], without}
         for i in range(self.n - 2, -1, -1):
-            m = lists[i]
-            a, b = m.span(t - self.within, prev)
-            step = next((k for k in range(b - 1, a - 1, -1) if m.i[k] not in used), None)
+            w = windows[i]
+            times, ids = w["t"], w["i"]
+            a, b = bisect_left(times, t - self.within), bisect_right(times, prev)
+            step = next((k for k in range(b - 1, a - 1, -1) if ids[k] not in used), None)
             if step is None:
                 return None
-            prev = m.t[step]
-            chain.append(m.i[step])
-            used.add(m.i[step])
+            prev = times[step]
+            chain.append(ids[step])
+            used.add(ids[step])
         chain.reverse()
         return t, t - self.within, prev, chain
 
     def match(self, state: dict[str, Any], ev: Any, which: list[int], wm: float) -> list[Hit] | None:
-        lists = self._moments(state, ev, which, wm)
-        if lists is None:
+        windows = self._windows(state, ev, which, wm)
+        if windows is None:
             return None
-        last, s = lists[-1], ev.ts
-        hits: list[Hit] = []
-        for j in range(bisect_left(last.t, s), bisect_right(last.t, s + self.within)):
-            hit = self._chain(lists, j)
+        times, ids, s = windows[-1]["t"], windows[-1]["i"], ev.ts
+        hits = None
+        for j in range(bisect_left(times, s), bisect_right(times, s + self.within)):
+            if self._cooling(state, times[j], times[j]):
+                continue
+            hit = self._chain(windows, j)
             if hit is None:
                 continue
-            if last.i[j] != ev.id and self._chain(lists, j, ev.id) is not None:
+            if ids[j] != ev.id and self._chain(windows, j, ev.id) is not None:
                 continue  # that moment held already without this event: it was judged then
-            hits.append(hit)
-        return hits or None
+            hits = [*(hits or ()), hit]
+        return hits
 
 
 class AbsentEval(Evaluator):
     """`absent`: matches only re-arm; the engine's timers decide silence (see Engine._absent_due)."""
 
-    def __init__(self, pattern: Absent, within: float | None) -> None:
-        super().__init__(pattern, within)
+    def __init__(self, pattern: Absent, within: float | None, quiet: float = 0.0) -> None:
+        super().__init__(pattern, within, quiet)
         self.duration = pattern.duration
 
     def match(self, state: dict[str, Any], ev: Any, which: list[int], wm: float) -> list[Hit] | None:
@@ -471,6 +516,6 @@ EVALUATORS: dict[type, type[Evaluator]] = {
 }
 
 
-def evaluator_for(pattern: Pattern, within: float | None) -> Evaluator:
-    """The evaluator that runs `pattern`."""
-    return EVALUATORS[type(pattern)](pattern, within)
+def evaluator_for(pattern: Pattern, within: float | None, quiet: float = 0.0) -> Evaluator:
+    """The evaluator that runs `pattern`; `quiet` is the reflex's cooldown, 0 when it has a `clear`."""
+    return EVALUATORS[type(pattern)](pattern, within, quiet)

@@ -1,15 +1,17 @@
 """Time-ordered windows kept as parallel lists, so that every search is a C-level bisect on plain floats.
 
-`Moments` is a window of matches: `{"t": [ts, …], "i": [event id, …]}` (`Places` adds `"p"`, the place of
-each). A value window (`value_window()`, read and written by the functions below, no view object) adds the
-numeric values `"v"` and blocks of consecutive entries, each summarised: `"bt"` the time the block starts
-at, `"bn"` its size, `"bs"`/`"bl"`/`"bh"` the sum, min and max of its values. A block holds the entries from
-its start time up to the next block's; appending in time order fills blocks of BLOCK entries, an insert out
-of order updates one block's summary in O(1) and splits a block grown past 2 × BLOCK. So the min, max and
-sum of any time span cost O(BLOCK + n/BLOCK), and an out-of-order insert never rebuilds summaries.
+A match window is `{"t": [ts, …], "i": [event id, …]}`, perhaps with more parallel lists (distinct keeps
+`"p"`, the place of each match). A value window (`value_window()`) adds the numeric values `"v"` and, once
+it holds more than 2 × BLOCK readings, blocks of consecutive entries, each summarised: `"bt"` the time the
+block starts at, `"bn"` its size, `"bs"`/`"bl"`/`"bh"` the sum, min and max of its values. A block holds the
+entries from its start time up to the next block's: appending in time order fills blocks of BLOCK entries,
+an insert out of order updates one block's summary in O(1) and splits a block grown past 2 × BLOCK. So the
+min, max and sum of any time span cost O(BLOCK + n/BLOCK), and an out-of-order insert never rebuilds
+summaries.
 
-All are JSON-able dicts (the engine's state), updated in place. Inserting an event id that is already
-there at the same time changes nothing, so applying an event twice is harmless.
+All are JSON-able dicts (the engine's state), read and written in place by the functions below (no view
+objects). Inserting an event id that is already there at the same time changes nothing, so applying an
+event twice is harmless.
 """
 
 from __future__ import annotations
@@ -36,75 +38,48 @@ def position(t: list[float], ids: list[str], ts: float, event_id: str) -> int:
     return k
 
 
-class Moments:
-    """Times and event ids of the matches in a window, oldest first."""
+# ---------------------------------------------------------------- match windows
+def match_window(*extra: str) -> Window:
+    """An empty window of matches: times, event ids and a parallel list per name in `extra`."""
+    w: Window = {"t": [], "i": []}
+    for name in extra:
+        w[name] = []
+    return w
 
-    __slots__ = ("i", "t")
 
-    def __init__(self, w: dict[str, Any]) -> None:
-        self.t: list[float] = w.setdefault("t", [])
-        self.i: list[str] = w.setdefault("i", [])
-
-    def insert(self, ts: float, event_id: str) -> int:
-        """Add a match; its index, or -1 when this event is already in the window."""
-        k = position(self.t, self.i, ts, event_id)
+def insert_match(w: Window, ts: float, event_id: str, **extra: object) -> int:
+    """Add a match (and its `extra` values, one per parallel list); its index, or -1 when this event is
+    already in the window (or was dropped at once because the window is full of newer matches)."""
+    t: list[float] = w["t"]
+    if not t or ts > t[-1]:
+        k = len(t)
+        t.append(ts)
+        w["i"].append(event_id)
+        for name, value in extra.items():
+            w[name].append(value)
+    else:
+        k = position(t, w["i"], ts, event_id)
         if k < 0:
             return -1
-        if k == len(self.t):
-            self.t.append(ts)
-            self.i.append(event_id)
-        else:
-            self.t.insert(k, ts)
-            self.i.insert(k, event_id)
-        if len(self.t) > MAX_ENTRIES:
-            n = len(self.t) - MAX_ENTRIES
-            self._drop(n)
-            k = k - n if k >= n else -1  # the match itself was the oldest: nothing changed to judge
-        return k
-
-    def _drop(self, n: int) -> None:
-        del self.t[:n]
-        del self.i[:n]
-
-    def evict_before(self, horizon: float) -> None:
-        """Forget matches older than `horizon` (seconds)."""
-        if self.t and self.t[0] < horizon:
-            self._drop(bisect_left(self.t, horizon))
-
-    def span(self, lo: float, hi: float) -> tuple[int, int]:
-        """Index range [a, b) of the matches with lo ≤ ts ≤ hi."""
-        return bisect_left(self.t, lo), bisect_right(self.t, hi)
-
-    def __len__(self) -> int:
-        return len(self.t)
+        t.insert(k, ts)
+        w["i"].insert(k, event_id)
+        for name, value in extra.items():
+            w[name].insert(k, value)
+    if len(t) > MAX_ENTRIES:
+        n = len(t) - MAX_ENTRIES
+        for values in w.values():
+            del values[:n]
+        k = k - n if k >= n else -1
+    return k
 
 
-class Places(Moments):
-    """Matches with the place (site at a level) of each: `{"t", "i", "p": [place, …]}`."""
-
-    __slots__ = ("p",)
-
-    def __init__(self, w: dict[str, Any]) -> None:
-        super().__init__(w)
-        self.p: list[str] = w.setdefault("p", [])
-
-    def insert_place(self, ts: float, event_id: str, place: str) -> int:
-        """Add a match at `place`; its index, or -1 when this event is already in the window."""
-        k = position(self.t, self.i, ts, event_id)
-        if k < 0:
-            return -1
-        self.p.insert(k, place)
-        self.t.insert(k, ts)
-        self.i.insert(k, event_id)
-        if len(self.t) > MAX_ENTRIES:
-            n = len(self.t) - MAX_ENTRIES
-            self._drop(n)
-            k = k - n if k >= n else -1
-        return k
-
-    def _drop(self, n: int) -> None:
-        super()._drop(n)
-        del self.p[:n]
+def evict_matches(w: Window, horizon: float) -> None:
+    """Forget matches older than `horizon` (seconds)."""
+    t = w["t"]
+    if t and t[0] < horizon:
+        n = bisect_left(t, horizon)
+        for values in w.values():
+            del values[:n]
 
 
 # ---------------------------------------------------------------- value windows
@@ -254,6 +229,8 @@ def _blocks(w: Window, a: int, b: int) -> tuple[int, int, int, int] | None:
 def span_sum(w: Window, a: int, b: int) -> float:
     """Sum of the values of entries [a, b)."""
     v: list[float] = w["v"]
+    if b - a <= 2 * BLOCK:
+        return sum(v[a:b])
     parts = _blocks(w, a, b)
     if parts is None:
         return sum(v[a:b])
@@ -265,6 +242,8 @@ def span_sum(w: Window, a: int, b: int) -> float:
 def span_min(w: Window, a: int, b: int) -> float:
     """Lowest value of entries [a, b); b > a."""
     v: list[float] = w["v"]
+    if b - a <= 2 * BLOCK:
+        return min(v[a:b])
     parts = _blocks(w, a, b)
     if parts is None:
         return min(v[a:b])
@@ -276,6 +255,8 @@ def span_min(w: Window, a: int, b: int) -> float:
 def span_max(w: Window, a: int, b: int) -> float:
     """Highest value of entries [a, b); b > a."""
     v: list[float] = w["v"]
+    if b - a <= 2 * BLOCK:
+        return max(v[a:b])
     parts = _blocks(w, a, b)
     if parts is None:
         return max(v[a:b])

@@ -221,6 +221,8 @@ def test_state_kept_in_the_previous_versions_form_is_upgraded_on_restore() -> No
             "s": room,
             "w": {"w1": {"t": [99.0], "i": ["x1"], "v": [0.2], "lo": [0.2], "hi": [0.2], "s": [0.2]}},
         },
+        # all: a condition that had not matched yet was an empty dict
+        f"kitchen-fire|{room}": {"s": room, "w": [{}, {"t": [99.0], "i": ["t1"]}]},
         "pm25-high|yuelu/c1": {
             "s": community,
             "w": {"t": [98.0, 99.0], "i": ["p1", "p2"], "v": [70, 80], "lo": [70], "hi": [80], "s": [150]},
@@ -230,7 +232,9 @@ def test_state_kept_in_the_previous_versions_form_is_upgraded_on_restore() -> No
     out = e.process(SensorEvent(site="yuelu/c1/b3", sensor="g3", kind="gas", value=60, ts=101))
     out += e.process(SensorEvent(site=room, sensor="w1", kind="water_level", value=0.8, ts=101))
     out += e.process(SensorEvent(site="yuelu/c1/b4", sensor="p3", kind="pm25", value=90, ts=101))
+    out += e.process(SensorEvent(site=room, sensor="s1", kind="smoke", value=0.3, ts=101))
     fired = {a.reflex: a for a in out if isinstance(a, Alert)}
-    assert {"gas-cluster", "water-rise", "pm25-high"} <= set(fired)
+    assert {"gas-cluster", "water-rise", "pm25-high", "kitchen-fire"} <= set(fired)
+    assert fired["kitchen-fire"].evidence[1] == "t1"  # the heat kept from before the upgrade
     assert fired["gas-cluster"].first_event_ts == 99.0 and fired["water-rise"].evidence[0] == "x1"
     assert fired["pm25-high"].first_event_ts == 98.0  # (70 + 80 + 90) / 3 = 80 > 75
