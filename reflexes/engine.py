@@ -94,7 +94,7 @@ class Engine:
         filed: list[tuple[int, int, _Plan, Condition, bool]] = []
         for order, r in enumerate(rules.reflexes):
             clears = any(isinstance(a, ClearAction) for a in r.actions)
-            evaluator = evaluator_for(r.pattern, r.within, 0.0 if clears else r.cooldown)
+            evaluator = evaluator_for(r.pattern, r.within, 0.0 if clears else r.cooldown, r.per_level is None)
             plan = _Plan(
                 reflex=r,
                 evaluator=evaluator,

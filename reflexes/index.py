@@ -33,9 +33,10 @@ SITE_CACHE_MAX = 200_000
 class Bucket(Generic[P]):
     """The conditions of one kind that can match a site under one prefix, arranged by predicate."""
 
-    __slots__ = ("always", "eq", "ge", "gt", "le", "lt", "other", "probes")
+    __slots__ = ("always", "eq", "found", "ge", "gt", "le", "lt", "other", "probes")
 
     def __init__(self, entries: Iterable[tuple[Entry[P], Condition, bool]]) -> None:
+        self.found: Found[P] = []  # conditions the index decides entirely: candidates for every event
         self.always: list[Entry[P]] = []
         self.other: list[Entry[P]] = []
         self.probes: list[Entry[P]] = []
@@ -44,6 +45,8 @@ class Bucket(Generic[P]):
         for entry, c, probe in entries:
             if probe:
                 self.probes.append(entry)
+            elif c.always and entry[3] is None:
+                self.found.append(entry[:3])
             elif c.always:
                 self.always.append(entry)
             elif c.bound is not None:
@@ -59,7 +62,7 @@ class Bucket(Generic[P]):
     def match(self, ev: Any, misses: list[P]) -> Found[P]:
         """The candidates `ev` matches, sorted; plans of `for` conditions it is selected by but fails
         are appended to `misses`."""
-        found: Found[P] = []
+        found = self.found[:]
         add = found.append
         for order, i, plan, rest, _ in self.always:
             if rest is None or rest(ev):
@@ -92,7 +95,7 @@ class Bucket(Generic[P]):
 
     def plans(self) -> list[P]:
         """Every plan filed here, in rule order (for introspection and tests)."""
-        entries = [*self.always, *self.other, *self.probes]
+        entries: list[Any] = [*self.found, *self.always, *self.other, *self.probes]
         entries += [e for lst in self.eq.values() for e in lst]
         for pair in (self.gt, self.ge, self.lt, self.le):
             if pair is not None:

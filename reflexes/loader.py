@@ -197,7 +197,7 @@ class _ReflexBuilder:
         if key == "count":
             return Count(cond, test)
         if key in ("rise", "fall"):
-            return Change(cond, "rise" if key == "rise" else "fall", test)
+            return Change(cond, "rise" if key == "rise" else "fall", test, op)
         fn = {"avg": "avg", "min": "min", "max": "max", "sum": "sum"}[key]
         return Aggregate(cond, fn, test, op)  # type: ignore[arg-type]
 

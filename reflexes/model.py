@@ -82,6 +82,7 @@ class Change:
     cond: Condition
     direction: Literal["rise", "fall"]
     test: Callable[[float], bool]
+    op: str  # the comparison of `test` ("<", ">=", "==", …)
 
 
 @dataclass(frozen=True, eq=False)

@@ -48,6 +48,7 @@ from reflexes.windows import (
     match_window,
     span_max,
     span_min,
+    span_range,
     span_sum,
     value_window,
 )
@@ -189,6 +190,8 @@ class AggregateEval(Evaluator):
         self.op = pattern.op
         self.span = {"sum": span_sum, "avg": span_sum, "min": span_min, "max": span_max}[pattern.fn]
         self.avg = pattern.fn == "avg"
+        self.bounded = "sum" if pattern.fn == "avg" else pattern.fn
+        self.monotone = pattern.op in ("<", "<=", ">", ">=")
 
     def upgrade(self, state: dict[str, Any]) -> bool:
         old = state.pop("w", None)  # the window apart, with index blocks
@@ -203,6 +206,27 @@ class AggregateEval(Evaluator):
         if self.fn == "sum":
             return v > 0 if self.op in (">", ">=") else v < 0 if self.op in ("<", "<=") else v != 0
         return (self.op == "==" and self.avg) or self.test(v)
+
+    def _holds(self, w: Window, a: int, b: int) -> bool:
+        """Whether the test holds on entries [a, b): decided from block summaries when the bounds they give
+        fall on one side of the threshold (see span_range), else from the readings."""
+        test = self.test
+        bounds = span_range(w, a, b, self.bounded)
+        if bounds is not None:
+            lo, hi = bounds
+            if self.avg:
+                lo, hi = lo / (b - a), hi / (b - a)
+            if self.bounded == "sum":  # sums are rounded: widen the bounds well past any rounding
+                margin = 1e-9 * (abs(lo) + abs(hi)) + 1e-12
+                lo, hi = lo - margin, hi + margin
+            if self.monotone:
+                below, above = test(lo), test(hi)
+                if below == above:
+                    return below
+            elif lo == hi:
+                return test(lo)
+        x = self.span(w, a, b)
+        return test(x / (b - a) if self.avg else x)
 
     def _value(self, w: Window, a: int, b: int, skip: int = -1) -> float:
         """The aggregate of entries [a, b), without entry `skip` when it lies inside."""
@@ -225,7 +249,7 @@ class AggregateEval(Evaluator):
             state.update(value_window())
             t = state["t"]
         d = self.within
-        if t and t[0] < wm - d:
+        if not len(t) & 7 and t and t[0] < wm - d:  # every 8 readings: stale ones are outside every window
             evict_values(state, wm - d)
         k = insert_value(state, ev.ts, v, ev.id)
         if k < 0:
@@ -235,8 +259,7 @@ class AggregateEval(Evaluator):
         hits = None
         if not self._cooling(state, s, s):
             a = bisect_left(t, s - d, 0, k)
-            x = self.span(state, a, b)
-            if test(x / (b - a) if self.avg else x):
+            if self._holds(state, a, b):
                 hits = [self._hit(state, a, b)]
         if b < n and self._may_turn(v) and not self._cooling(state, t[b], min(s + d, t[-1])):
             for _, jb in _later(t, b, s + d):
@@ -260,17 +283,29 @@ def _rebuilt(old: dict[str, Any]) -> Window:
 
 
 class ChangeEval(Evaluator):
-    """`rise`/`fall`: w = {sensor: value window}; rise = latest − lowest, fall = highest − latest, where
-    "latest" is the reading at the moment judged."""
+    """`rise`/`fall`: w = {sensor: value window}, or the group state itself is the window when the group is
+    one sensor (`per: sensor`); rise = latest − lowest, fall = highest − latest, where "latest" is the
+    reading at the moment judged."""
 
-    def __init__(self, pattern: Change, within: float | None, quiet: float = 0.0) -> None:
+    def __init__(
+        self, pattern: Change, within: float | None, quiet: float = 0.0, by_sensor: bool = False
+    ) -> None:
         super().__init__(pattern, within, quiet)
         self.test = pattern.test
         self.rise = pattern.direction == "rise"
         self.span = span_min if self.rise else span_max
+        self.by_sensor = by_sensor
+        self.monotone = pattern.op in ("<", "<=", ">", ">=")
 
     def upgrade(self, state: dict[str, Any]) -> bool:
-        per_sensor = state.get("w") or {}
+        per_sensor = state.get("w")
+        if not per_sensor:
+            return False
+        if self.by_sensor:  # older versions kept the one sensor's window apart
+            del state["w"]
+            for w in per_sensor.values():
+                state.update(_rebuilt(w) if "lo" in w else w)
+            return True
         old = [sensor for sensor, w in per_sensor.items() if "lo" in w]  # index blocks: lo, hi, s
         for sensor in old:
             per_sensor[sensor] = _rebuilt(per_sensor[sensor])
@@ -283,6 +318,15 @@ class ChangeEval(Evaluator):
         a = bisect_left(t, mt - d, 0, j + 1)
         b = len(t) if j == len(t) - 1 else bisect_right(t, mt, j)
         if not a <= skip < b:
+            bounds = span_range(w, a, b, "min" if self.rise else "max") if self.monotone else None
+            if bounds is not None:  # the change lies between what the block summaries allow
+                lo, hi = (
+                    (v[j] - bounds[1], v[j] - bounds[0])
+                    if self.rise
+                    else (bounds[0] - v[j], bounds[1] - v[j])
+                )
+                if not self.test(lo) and not self.test(hi):
+                    return None
             extreme = self.span(w, a, b)
         else:
             parts = [self.span(w, x, y) for x, y in ((a, skip), (skip + 1, b)) if x < y]
@@ -300,15 +344,21 @@ class ChangeEval(Evaluator):
         v = ev.value
         if type(v) is not float and type(v) is not int:
             return None
-        per_sensor: dict[str, Window] | None = state.get("w")
-        if per_sensor is None:
-            per_sensor = state["w"] = {}
-        w = per_sensor.get(ev.sensor)
-        if w is None:
-            w = per_sensor[ev.sensor] = value_window()
+        w: Window | None
+        if self.by_sensor:
+            w = state
+            if "t" not in w:
+                w.update(value_window())
+        else:
+            per_sensor: dict[str, Window] | None = state.get("w")
+            if per_sensor is None:
+                per_sensor = state["w"] = {}
+            w = per_sensor.get(ev.sensor)
+            if w is None:
+                w = per_sensor[ev.sensor] = value_window()
         d = self.within
         t = w["t"]
-        if t and t[0] < wm - d:
+        if not len(t) & 7 and t and t[0] < wm - d:
             evict_values(w, wm - d)
         k = insert_value(w, ev.ts, v, ev.id)
         if k < 0:
@@ -516,6 +566,11 @@ EVALUATORS: dict[type, type[Evaluator]] = {
 }
 
 
-def evaluator_for(pattern: Pattern, within: float | None, quiet: float = 0.0) -> Evaluator:
-    """The evaluator that runs `pattern`; `quiet` is the reflex's cooldown, 0 when it has a `clear`."""
+def evaluator_for(
+    pattern: Pattern, within: float | None, quiet: float = 0.0, by_sensor: bool = False
+) -> Evaluator:
+    """The evaluator that runs `pattern`; `quiet` is the reflex's cooldown, 0 when it has a `clear`;
+    `by_sensor` when its groups are single sensors."""
+    if isinstance(pattern, Change):
+        return ChangeEval(pattern, within, quiet, by_sensor)
     return EVALUATORS[type(pattern)](pattern, within, quiet)

@@ -226,6 +226,31 @@ def _blocks(w: Window, a: int, b: int) -> tuple[int, int, int, int] | None:
     return bisect_left(t, bt[q + 1], a, b), q + 1, r, bisect_left(t, bt[r], a, b)
 
 
+def span_range(w: Window, a: int, b: int, fn: str) -> tuple[float, float] | None:
+    """Bounds (low, high) of the `fn` ("sum", "min" or "max") of entries [a, b) from the block summaries
+    alone: exact for the blocks inside, the min and max of the two blocks cut at the ends standing for the
+    entries taken from them. None when [a, b) spans fewer than three blocks. Cheap: no reading is read."""
+    parts = _blocks(w, a, b)
+    if parts is None:
+        return None
+    head, p1, p2, tail = parts
+    if fn == "max":
+        highs: list[float] = w["bh"]
+        inner = max(highs[p1:p2])
+        return inner, max(inner, highs[p1 - 1], highs[p2])
+    lows: list[float] = w["bl"]
+    if fn == "min":
+        inner = min(lows[p1:p2])
+        return min(inner, lows[p1 - 1], lows[p2]), inner
+    highs = w["bh"]
+    inner = sum(w["bs"][p1:p2])
+    nh, nt = head - a, b - tail
+    return (
+        inner + nh * lows[p1 - 1] + nt * lows[p2],
+        inner + nh * highs[p1 - 1] + nt * highs[p2],
+    )
+
+
 def span_sum(w: Window, a: int, b: int) -> float:
     """Sum of the values of entries [a, b)."""
     v: list[float] = w["v"]

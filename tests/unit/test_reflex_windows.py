@@ -4,6 +4,7 @@ readings arrive in."""
 from __future__ import annotations
 
 import math
+import random
 from bisect import bisect_left, bisect_right
 from typing import Any
 
@@ -18,6 +19,7 @@ from reflexes.windows import (
     insert_value,
     span_max,
     span_min,
+    span_range,
     span_sum,
     value_window,
 )
@@ -94,6 +96,9 @@ def test_spans_match_brute_force_in_any_arrival_order(
                 max(values),
                 sum(values),
             )
+            for fn, exact in (("min", min(values)), ("max", max(values)), ("sum", sum(values))):
+                bounds = span_range(w, a, b, fn)  # from block summaries alone: must hold the exact value
+                assert bounds is None or bounds[0] <= exact <= bounds[1]
 
 
 def test_eviction_drops_whole_blocks_only_and_the_window_stays_bounded() -> None:
@@ -126,3 +131,22 @@ def test_out_of_order_inserts_split_blocks_instead_of_rebuilding_them() -> None:
     assert w["bt"][0] == blocks[0] and w["bt"][2:] == blocks[1:]  # block 0 split in two, others untouched
     assert w["bn"][0] + w["bn"][1] == 2 * BLOCK + 1
     _check_blocks(w)
+
+
+def test_block_bounds_hold_the_exact_aggregate_of_large_spans() -> None:
+    rng = random.Random(5)
+    w = value_window()
+    for k in range(2_000):  # about 1 s of disorder, as the engine sees it inside the lateness
+        insert_value(w, k / 10 - rng.random(), rng.uniform(-50, 50), str(k))
+    t, v = w["t"], w["v"]
+    decided = 0
+    for _ in range(200):
+        a = rng.randrange(0, len(t) - 1)
+        b = rng.randrange(a + 1, len(t) + 1)
+        for fn, exact in (("min", min(v[a:b])), ("max", max(v[a:b])), ("sum", math.fsum(v[a:b]))):
+            bounds = span_range(w, a, b, fn)
+            if bounds is not None:
+                decided += 1
+                margin = 1e-9 * (abs(bounds[0]) + abs(bounds[1]))
+                assert bounds[0] - margin <= exact <= bounds[1] + margin
+    assert decided > 300
