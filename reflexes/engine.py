@@ -55,6 +55,7 @@ class _Plan:
     prefix: str  # state key prefix "<id>|"
     level: int | None  # the site level of `per`, None for per sensor
     multi: bool  # more than one condition (all, sequence)
+    running: set[str] | None  # `for`: the groups with a run in progress (their state holds one)
     absent: Absent | None
     clear: ClearAction | None
     escalations: tuple[tuple[int, EscalateAction], ...]
@@ -101,6 +102,7 @@ class Engine:
                 prefix=r.id + "|",
                 level=r.per_level,
                 multi=len(r.conditions) > 1,
+                running=set() if evaluator.wants_misses else None,
                 absent=r.pattern if isinstance(r.pattern, Absent) else None,
                 clear=next((a for a in r.actions if isinstance(a, ClearAction)), None),
                 escalations=tuple((i, a) for i, a in enumerate(r.actions) if isinstance(a, EscalateAction)),
@@ -183,10 +185,11 @@ class Engine:
                     out = self._run_due(wm)
         index = self._index
         key, prefixes = index.sites.get(ev.site) or index.site(ev.site)
-        misses: list[_Plan] = []
-        found = index.by_kind.get(ev.kind, index.wild)[key].match(ev, misses)
-        if misses:
-            self._misses(misses, ev, prefixes)
+        bucket = index.by_kind.get(ev.kind, index.wild)[key]
+        found = bucket.match(ev)
+        for plan, rest, holds in bucket.watch:
+            if plan.running and (rest is None or rest(ev)) and not holds(ev):
+                self._miss(plan, ev, prefixes)
         get, put, wm = self._get, self._put, self.watermark
         j, n = 0, len(found)
         while j < n:
@@ -213,6 +216,8 @@ class Engine:
                 out.extend(self._absent_match(plan, gkey, state, group, ev))
             else:
                 hits = plan.evaluator.match(state, ev, which, wm)
+                if plan.running is not None:
+                    plan.running.add(group)
                 if hits is not None:
                     for hit in hits:
                         if hit[3]:
@@ -224,16 +229,25 @@ class Engine:
             put(gkey, state)
         return out
 
-    def _misses(self, plans: list[_Plan], ev: Any, prefixes: list[str]) -> None:
-        """`ev` is selected by these plans' `for` condition but fails its predicate: it breaks their runs."""
-        for plan in plans:
-            level = plan.level
-            if level is not None and len(prefixes) <= level:
-                continue
-            gkey = plan.prefix + (ev.sensor if level is None else prefixes[level])
-            state = self._get(gkey)
-            if state is not None and plan.evaluator.miss(state, ev):
-                self._put(gkey, state)
+    def _miss(self, plan: _Plan, ev: Any, prefixes: list[str]) -> None:
+        """`ev` is selected by the plan's `for` condition but fails its predicate: it breaks a run of its
+        group, if the group has one."""
+        assert plan.running is not None
+        level = plan.level
+        if level is None:
+            group = ev.sensor
+        elif len(prefixes) > level:
+            group = prefixes[level]
+        else:
+            return
+        if group not in plan.running:
+            return
+        gkey = plan.prefix + group
+        state = self._get(gkey)
+        if state is not None and plan.evaluator.miss(state, ev):
+            self._put(gkey, state)
+        if state is None or not state.get("w"):
+            plan.running.discard(group)
 
     # ------------------------------------------------------------ firing
     def _hit(
@@ -391,6 +405,8 @@ class Engine:
                 continue
             if plan.evaluator.upgrade(state):
                 self.store.put(key, state)
+            if plan.running is not None and state.get("w"):
+                plan.running.add(key.split("|", 1)[1])
             due = self._next_due(plan, state)
             if due is not None:
                 self._schedule(due, key)

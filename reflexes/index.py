@@ -7,8 +7,8 @@ a number (`value: "> 57"`, `between`, a `where` with `value > 57 and …`) sits 
 number, so one bisect yields the ones the event's value passes; equality and `in` predicates sit in a dict
 by value. Only those candidates are tested, and only for what the index did not decide: a glob that is
 its prefix plus `**` needs no regex, an exact comparison no predicate call. Conditions without a predicate
-are candidates whenever their selectors pass. `for` conditions are always tested (`probes`): an event that
-fails their predicate breaks the run.
+are candidates whenever their selectors pass. `for` conditions are filed the same way and also listed in
+`watch`, with which the engine finds the events that break a run (selected, but failing the predicate).
 
 Candidates come back sorted by (rule order, condition index), so the engine's outputs keep rule-set order.
 """
@@ -33,19 +33,20 @@ SITE_CACHE_MAX = 200_000
 class Bucket(Generic[P]):
     """The conditions of one kind that can match a site under one prefix, arranged by predicate."""
 
-    __slots__ = ("always", "eq", "found", "ge", "gt", "le", "lt", "other", "probes")
+    __slots__ = ("always", "eq", "found", "ge", "gt", "le", "lt", "other", "watch")
 
     def __init__(self, entries: Iterable[tuple[Entry[P], Condition, bool]]) -> None:
         self.found: Found[P] = []  # conditions the index decides entirely: candidates for every event
         self.always: list[Entry[P]] = []
         self.other: list[Entry[P]] = []
-        self.probes: list[Entry[P]] = []
+        # (plan, selectors left, predicate) of conditions whose failures matter (`for` runs)
+        self.watch: list[tuple[P, Check | None, Check]] = []
         self.eq: dict[tuple[str, object], list[Entry[P]]] = {}
         bounds: dict[str, list[tuple[float, Entry[P]]]] = {">": [], ">=": [], "<": [], "<=": []}
-        for entry, c, probe in entries:
-            if probe:
-                self.probes.append(entry)
-            elif c.always and entry[3] is None:
+        for entry, c, watched in entries:
+            if watched and not c.always:
+                self.watch.append((entry[2], c.rest, c.holds))
+            if c.always and entry[3] is None:
                 self.found.append(entry[:3])
             elif c.always:
                 self.always.append(entry)
@@ -59,9 +60,8 @@ class Bucket(Generic[P]):
         # (sorted bounds, their entries) per comparison; None when the bucket has none
         self.gt, self.ge, self.lt, self.le = (_sorted(bounds[op]) for op in (">", ">=", "<", "<="))
 
-    def match(self, ev: Any, misses: list[P]) -> Found[P]:
-        """The candidates `ev` matches, sorted; plans of `for` conditions it is selected by but fails
-        are appended to `misses`."""
+    def match(self, ev: Any) -> Found[P]:
+        """The candidates `ev` matches, sorted by (rule order, condition index)."""
         found = self.found[:]
         add = found.append
         for order, i, plan, rest, _ in self.always:
@@ -83,19 +83,13 @@ class Bucket(Generic[P]):
                 _pick(same, ev, add)
         if self.other:
             _pick(self.other, ev, add)
-        for order, i, plan, rest, holds in self.probes:
-            if rest is None or rest(ev):
-                if holds is None or holds(ev):
-                    add((order, i, plan))
-                else:
-                    misses.append(plan)
         if len(found) > 1:
             found.sort()  # by (order, index): unique per condition, so plans are never compared
         return found
 
     def plans(self) -> list[P]:
         """Every plan filed here, in rule order (for introspection and tests)."""
-        entries: list[Any] = [*self.found, *self.always, *self.other, *self.probes]
+        entries: list[Any] = [*self.found, *self.always, *self.other]
         entries += [e for lst in self.eq.values() for e in lst]
         for pair in (self.gt, self.ge, self.lt, self.le):
             if pair is not None:
@@ -125,8 +119,8 @@ class Index(Generic[P]):
     """kind → site prefix → `Bucket`, over the conditions of a rule set."""
 
     def __init__(self, conditions: list[tuple[int, int, P, Condition, bool]]) -> None:
-        """`conditions`: (rule order, condition index, plan, condition, probe: test it even when its
-        predicate fails) for every condition of every reflex."""
+        """`conditions`: (rule order, condition index, plan, condition, watched: its failures matter) for
+        every condition of every reflex."""
         keys = {""}
         for *_, c, _ in conditions:
             parts = c.site_prefix.split("/") if c.site_prefix else []
@@ -143,10 +137,9 @@ class Index(Generic[P]):
         """A bucket for every key: a key's conditions are its parent's plus those whose prefix is the key
         itself; a key that adds none shares its parent's bucket."""
         at: dict[str, list[tuple[Entry[P], Condition, bool]]] = {}
-        for order, i, plan, c, probe in conditions:
-            # the predicate is left to test unless the index decides it (probes are not filed by it)
-            holds = None if c.always or (c.exact and not probe) else c.holds
-            at.setdefault(c.site_prefix, []).append(((order, i, plan, c.rest, holds), c, probe))
+        for order, i, plan, c, watched in conditions:
+            holds = None if c.always or c.exact else c.holds  # left to test unless the index decides it
+            at.setdefault(c.site_prefix, []).append(((order, i, plan, c.rest, holds), c, watched))
         buckets: dict[str, Bucket[P]] = {}
         members: dict[str, list[tuple[Entry[P], Condition, bool]]] = {}
         for key in sorted(self.keys, key=lambda k: (k.count("/") if k else -1, k)):
