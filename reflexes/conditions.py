@@ -8,7 +8,7 @@ from collections.abc import Callable
 from typing import Any
 
 from reflexes.errors import ExpressionError
-from reflexes.expr import compile_short, compile_where, equal, is_number
+from reflexes.expr import Binary, Literal, Name, compile_short, compile_where, equal, is_number, parse
 from reflexes.model import Condition
 from reflexes.yamlsource import YMap
 
@@ -67,10 +67,68 @@ def _sensor_check(regex: re.Pattern[str]) -> Check:
     return lambda ev: match(ev.sensor) is not None
 
 
-def _type_key(v: object) -> tuple[str, object]:
+def type_key(v: object) -> tuple[str, object]:
+    """A value as the predicates compare it: numbers by value (1 == 1.0), anything else with its type."""
     if is_number(v):
         return ("n", float(v))  # type: ignore[arg-type]
     return (type(v).__name__, v)
+
+
+_FLIPPED = {"<": ">", "<=": ">=", ">": "<", ">=": "<="}
+
+
+def _where_bound(text: str) -> tuple[str, float] | None:
+    """A `value OP number` comparison that an expression cannot hold without: one of its top-level
+    `and`-ed terms."""
+    try:
+        node = parse(text)
+    except ExpressionError:
+        return None
+    terms, stack = [], [node]
+    while stack:
+        n = stack.pop()
+        if isinstance(n, Binary) and n.op == "and":
+            stack.extend((n.right, n.left))
+        else:
+            terms.append(n)
+    for n in terms:
+        if not isinstance(n, Binary) or n.op not in _FLIPPED:
+            continue
+        left, right = n.left, n.right
+        if isinstance(left, Name) and left.name == "value" and isinstance(right, Literal):
+            op, literal = n.op, right.value
+        elif isinstance(right, Name) and right.name == "value" and isinstance(left, Literal):
+            op, literal = _FLIPPED[n.op], left.value
+        else:
+            continue
+        if is_number(literal):
+            return op, float(literal)  # type: ignore[arg-type]
+    return None
+
+
+def _index_facts(
+    key: str, raw: object
+) -> tuple[tuple[str, float] | None, frozenset[tuple[str, object]] | None, bool]:
+    """What a (valid) predicate implies about the value, for the engine's index: (bound, members, exact)."""
+    if key == "where":
+        return _where_bound(str(raw)), None, False
+    if key == "between":
+        assert isinstance(raw, list)
+        return (">=", float(raw[0])), None, False
+    if key == "in":
+        assert isinstance(raw, list)
+        return None, frozenset(type_key(x) for x in raw), True
+    if isinstance(raw, dict):
+        ((sub, body),) = raw.items()
+        return _index_facts(sub, body)
+    if isinstance(raw, str) and raw.lstrip()[:1] in ("<", ">", "=", "!"):
+        op, literal, _ = compile_short(raw)
+        if op in _FLIPPED and is_number(literal):
+            return (op, float(literal)), None, True  # type: ignore[arg-type]
+        if op == "==":
+            return None, frozenset({type_key(literal)}), False
+        return None, None, False
+    return None, frozenset({type_key(raw)}), False
 
 
 def _predicate(key: str, raw: object, line: int, problems: Problems) -> Check | None:
@@ -103,8 +161,8 @@ def _predicate(key: str, raw: object, line: int, problems: Problems) -> Check | 
                     (line, f"in: expected a list of 1–{MAX_IN_ITEMS} numbers, strings or booleans")
                 )
                 return None
-            members = frozenset(_type_key(x) for x in raw)
-            return lambda ev: _type_key(ev.value) in members
+            members = frozenset(type_key(x) for x in raw)
+            return lambda ev: type_key(ev.value) in members
         # value:
         if isinstance(raw, dict):
             if len(raw) != 1 or next(iter(raw)) not in ("between", "in"):
@@ -132,6 +190,7 @@ def build_condition(raw: YMap) -> Condition | Problems:
     kind = raw.get("kind")
     if "kind" in raw and (not isinstance(kind, str) or not KIND.match(kind)):
         problems.append((raw.key_line("kind"), f"kind: expected a lowercase name ([a-z0-9_]), got {kind!r}"))
+    site_check: Check | None = None
     for key, compile_glob in (("site", site_glob), ("sensor", sensor_glob)):
         if key in raw:
             g = raw[key]
@@ -140,7 +199,11 @@ def build_condition(raw: YMap) -> Condition | Problems:
                     (raw.key_line(key), f"{key}: expected a glob string of at most {MAX_GLOB_CHARS} chars")
                 )
                 continue
-            checks.append(_site_check(compile_glob(g)) if key == "site" else _sensor_check(compile_glob(g)))
+            if key == "site":
+                site_check = _site_check(compile_glob(g))
+                checks.append(site_check)
+            else:
+                checks.append(_sensor_check(compile_glob(g)))
     if "tags" in raw:
         tags = raw["tags"]
         if not isinstance(tags, dict) or not all(
@@ -166,17 +229,35 @@ def build_condition(raw: YMap) -> Condition | Problems:
         )
     if problems:
         return problems
-    selects: Check
-    if not checks:
-        selects = _always
-    elif len(checks) == 1:
-        selects = checks[0]
-    else:
-        selects = lambda ev: all(c(ev) for c in checks)  # noqa: E731
     text = json.dumps(raw, sort_keys=True, default=str)
+    segments = str(raw["site"]).split("/") if "site" in raw else []
     literal: list[str] = []
-    for segment in str(raw.get("site", "")).split("/")[:2]:
+    for segment in segments:
         if not segment or any(ch in segment for ch in "*?"):
             break
         literal.append(segment)
-    return Condition(kind=kind, selects=selects, holds=holds, text=text, site_prefix="/".join(literal))
+    # "d1/c3/**" selects exactly the sites under its literal prefix: the index decides it alone
+    decided = not segments or (len(literal) == len(segments) - 1 and segments[-1] == "**")
+    rest = [c for c in checks if not (decided and c is site_check)]
+    bound, members, exact = _index_facts(preds[0], raw[preds[0]]) if preds else (None, None, False)
+    return Condition(
+        kind=kind,
+        selects=_all_of(checks) or _always,
+        holds=holds,
+        text=text,
+        site_prefix="/".join(literal),
+        rest=_all_of(rest),
+        bound=bound,
+        members=members,
+        exact=exact,
+        always=not preds,
+    )
+
+
+def _all_of(checks: list[Check]) -> Check | None:
+    """One check for all of `checks`; None when there are none."""
+    if not checks:
+        return None
+    if len(checks) == 1:
+        return checks[0]
+    return lambda ev: all(c(ev) for c in checks)

@@ -9,12 +9,13 @@ from __future__ import annotations
 import hashlib
 import heapq
 import math
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any, Literal
 
 import orjson
 
+from reflexes.index import Index
 from reflexes.model import (
     Absent,
     ActuateAction,
@@ -30,7 +31,6 @@ from reflexes.store import META_KEY, MemoryStore, State, Store
 from schemas import Alert, Command
 
 Output = Alert | Command
-_SITE_CACHE_MAX = 200_000
 
 
 def _digest(*parts: object) -> str:
@@ -38,42 +38,14 @@ def _digest(*parts: object) -> str:
 
 
 def alert_id(reflex: str, group: str, window_start: float, action: int) -> str:
-    """Deterministic alert id: the same reflex, group and window start give the same id in every run."""
+    """Deterministic alert id: the same reflex, group and window start give the same id in every run.
+
+    The window start is that of the window that fired (moment − within) for windowed patterns, the run's
+    start for `for`, the event's time for a single condition, the last match for `absent`."""
     return _digest(reflex, group, float(window_start), action)
 
 
-Entries = list[tuple["_Plan", list[tuple[int, Condition]]]]
-_EMPTY: Entries = []
-
-
-def _compatible(prefix: str, key: str) -> bool:
-    """Whether a condition whose site glob starts with the literal `prefix` can match a site under `key`
-    (`key` is the site's first one or two segments as known to the index, "" when unknown)."""
-    return prefix == "" or key == prefix or key.startswith(prefix + "/")
-
-
-def _by_head(conds_of: Entries, kind: str | None) -> dict[str, Entries]:
-    """For one kind (None: events of a kind no condition names), the entries to test for a site, by the
-    site's first two segments, first segment, or "" — each holding only conditions that can match there."""
-    relevant: Entries = []
-    for plan, conds in conds_of:
-        mine = [(i, c) for i, c in conds if c.kind is None or c.kind == kind]
-        if mine:
-            relevant.append((plan, mine))
-    keys = {""}
-    for _, conds in relevant:
-        for _, c in conds:
-            parts = c.site_prefix.split("/") if c.site_prefix else []
-            keys.update("/".join(parts[: n + 1]) for n in range(len(parts)))
-    index: dict[str, Entries] = {}
-    for key in sorted(keys):
-        entries: Entries = []
-        for plan, conds in relevant:
-            fit = [(i, c) for i, c in conds if _compatible(c.site_prefix, key)]
-            if fit:
-                entries.append((plan, fit))
-        index[key] = entries
-    return index
+_ONE = [0]  # `which` of a match of a reflex with one condition (never mutated)
 
 
 @dataclass(eq=False)
@@ -81,6 +53,9 @@ class _Plan:
     reflex: Reflex
     evaluator: Evaluator
     prefix: str  # state key prefix "<id>|"
+    level: int | None  # the site level of `per`, None for per sensor
+    multi: bool  # more than one condition (all, sequence)
+    running: set[str] | None  # `for`: the groups with a run in progress (their state holds one)
     absent: Absent | None
     clear: ClearAction | None
     escalations: tuple[tuple[int, EscalateAction], ...]
@@ -102,35 +77,44 @@ class Engine:
             self.watermark = meta["wm"] if meta.get("wm") is not None else -math.inf
             self.max_ts = meta["max"] if meta.get("max") is not None else -math.inf
             self.late = int(meta.get("late", 0))
-        self._prefixes: dict[str, list[str]] = {}
+        if type(self.store) is MemoryStore:  # its dict directly: one call less per group touched
+            self._get: Callable[[str], State | None] = self.store.data.get
+            self._put: Callable[[str, State], None] = self.store.data.__setitem__
+        else:
+            self._get, self._put = self.store.get, self.store.put
         self._install(rules.tier(tier))
 
     # ------------------------------------------------------------ plan and index
     def _install(self, rules: RuleSet) -> None:
-        """Build the plans and the index: kind → first site segment → the (plan, conditions) to test.
-
-        An event only touches reflexes with a condition on its kind (or on no kind) whose site glob can
-        match its district (or starts with a wildcard); order follows the rule set, so outputs are stable.
-        """
+        """Build the plans and the index (see index.py): an event only touches the conditions of its kind
+        (or of no kind) whose site glob can match its site and whose predicate its value can pass; order
+        follows the rule set, so outputs are stable."""
         self.rules = rules
         self.lateness = rules.lateness
         self._plans: dict[str, _Plan] = {}
-        conds_of: list[tuple[_Plan, list[tuple[int, Condition]]]] = []
-        for r in rules.reflexes:
+        filed: list[tuple[int, int, _Plan, Condition, bool]] = []
+        for order, r in enumerate(rules.reflexes):
+            clears = any(isinstance(a, ClearAction) for a in r.actions)
+            evaluator = evaluator_for(r.pattern, r.within, 0.0 if clears else r.cooldown, r.per_level is None)
             plan = _Plan(
                 reflex=r,
-                evaluator=evaluator_for(r.pattern, r.within),
+                evaluator=evaluator,
                 prefix=r.id + "|",
+                level=r.per_level,
+                multi=len(r.conditions) > 1,
+                running=set() if evaluator.wants_misses else None,
                 absent=r.pattern if isinstance(r.pattern, Absent) else None,
                 clear=next((a for a in r.actions if isinstance(a, ClearAction)), None),
                 escalations=tuple((i, a) for i, a in enumerate(r.actions) if isinstance(a, EscalateAction)),
             )
             self._plans[r.id] = plan
-            conds_of.append((plan, list(enumerate(r.conditions))))
-        kinds = {c.kind for r in rules.reflexes for c in r.conditions if c.kind is not None}
-        self._by_kind = {kind: _by_head(conds_of, kind) for kind in kinds}
-        self._wild = _by_head(conds_of, None)
+            filed.extend((order, i, plan, c, evaluator.wants_misses) for i, c in enumerate(r.conditions))
+        self._index: Index[_Plan] = Index(filed)
         self._rebuild_timers()
+
+    def indexed(self, kind: str, site: str) -> list[str]:
+        """Ids of the reflexes an event of `kind` at `site` is looked up against (before predicates)."""
+        return [p.reflex.id for p in self._index.bucket(kind, site).plans()]
 
     def reload(self, rules: RuleSet) -> list[str]:
         """Switch to `rules`, keeping the state of reflexes whose definition did not change.
@@ -199,64 +183,71 @@ class Engine:
                 self.watermark = wm
                 if self._heap and self._heap[0][0] <= wm:
                     out = self._run_due(wm)
-        store = self.store
-        heads = self._by_kind.get(ev.kind, self._wild)
-        prefixes = self._site_prefixes(ev.site)
-        entries = heads.get(prefixes[1]) if len(prefixes) > 1 else None
-        if entries is None:
-            entries = heads.get(prefixes[0])
-            if entries is None:
-                entries = heads[""]
-        for plan, conds in entries:
-            which: list[int] | None = None
-            missed = False
-            for i, c in conds:
-                if c.selects(ev):
-                    if c.holds(ev):
-                        if which is None:
-                            which = [i]
-                        else:
-                            which.append(i)
-                    else:
-                        missed = True
-            if which is None and not (missed and plan.evaluator.wants_misses):
-                continue
-            level = plan.reflex.per_level
+        index = self._index
+        key, prefixes = index.sites.get(ev.site) or index.site(ev.site)
+        bucket = index.by_kind.get(ev.kind, index.wild)[key]
+        found = bucket.match(ev)
+        for plan, rest, holds in bucket.watch:
+            if plan.running and (rest is None or rest(ev)) and not holds(ev):
+                self._miss(plan, ev, prefixes)
+        get, put, wm = self._get, self._put, self.watermark
+        j, n = 0, len(found)
+        while j < n:
+            order, i, plan = found[j]
+            j += 1
+            which = _ONE
+            if plan.multi:
+                which = [i]
+                while j < n and found[j][0] == order:
+                    which.append(found[j][1])
+                    j += 1
+            level = plan.level
             if level is None:
                 group, site = ev.sensor, ev.site
-            else:
-                if len(prefixes) <= level:
-                    continue
+            elif len(prefixes) > level:
                 group = site = prefixes[level]
-            key = plan.prefix + group
-            state = store.get(key)
-            if which is None:
-                if state is not None:
-                    plan.evaluator.miss(state, ev)
-                    store.put(key, state)
+            else:
                 continue
+            gkey = plan.prefix + group
+            state = get(gkey)
             if state is None:
                 state = {"s": site}
             if plan.absent is not None:
-                out.extend(self._absent_match(plan, key, state, group, ev))
+                out.extend(self._absent_match(plan, gkey, state, group, ev))
             else:
-                hit = plan.evaluator.match(state, ev, which, self.watermark)
-                if hit is not None and not hit[1]:
-                    self._sustain(plan, key, state, t)
-                elif hit is not None:
-                    out.extend(self._hit(plan, key, state, group, t, hit, (ev.sensor, ev.kind, ev.value)))
-            store.put(key, state)
+                hits = plan.evaluator.match(state, ev, which, wm)
+                if plan.running is not None:
+                    plan.running.add(group)
+                if hits is not None:
+                    for hit in hits:
+                        if hit[3]:
+                            out.extend(
+                                self._hit(plan, gkey, state, group, hit, (ev.sensor, ev.kind, ev.value))
+                            )
+                        else:
+                            self._sustain(plan, gkey, state, hit[0])
+            put(gkey, state)
         return out
 
-    def _site_prefixes(self, site: str) -> list[str]:
-        prefixes = self._prefixes.get(site)
-        if prefixes is None:
-            if len(self._prefixes) >= _SITE_CACHE_MAX:
-                self._prefixes.clear()
-            parts = site.split("/")
-            prefixes = ["/".join(parts[: i + 1]) for i in range(len(parts))]
-            self._prefixes[site] = prefixes
-        return prefixes
+    def _miss(self, plan: _Plan, ev: Any, prefixes: list[str]) -> None:
+        """`ev` is selected by the plan's `for` condition but fails its predicate: it breaks a run of its
+        group, if the group has one."""
+        assert plan.running is not None
+        level = plan.level
+        if level is None:
+            group = ev.sensor
+        elif len(prefixes) > level:
+            group = prefixes[level]
+        else:
+            return
+        if group not in plan.running:
+            return
+        gkey = plan.prefix + group
+        state = self._get(gkey)
+        if state is not None and plan.evaluator.miss(state, ev):
+            self._put(gkey, state)
+        if state is None or not state.get("w"):
+            plan.running.discard(group)
 
     # ------------------------------------------------------------ firing
     def _hit(
@@ -265,20 +256,18 @@ class Engine:
         key: str,
         state: State,
         group: str,
-        t: float,
         hit: Hit,
         ctx: tuple[str, str, object],
         *,
         reminder: bool = False,
     ) -> list[Output]:
         r = plan.reflex
-        last = state.get("la")
+        t, start, first_ts, evidence = hit
         if not reminder:
             self._sustain(plan, key, state, t)
-            if last is not None and t < last + r.cooldown:
+            if self._cooling(state, t, r.cooldown):
                 return []
-            state["la"] = t
-        start, evidence = hit
+            self._cool(state, t, r.cooldown)
         site = state["s"]
         sensor, kind, value = ctx
         fields = {
@@ -308,7 +297,7 @@ class Engine:
                         message=message,
                         ts=t,
                         evidence=tuple(evidence),
-                        first_event_ts=start,
+                        first_event_ts=first_ts,
                     )
                 )
                 if first_alert is None:
@@ -316,9 +305,9 @@ class Engine:
                     if reminder:
                         continue  # a reminder neither opens a new alert to clear nor escalates again
                     if plan.clear is not None:
-                        state.setdefault("open", []).append([aid, idx, message, start])
+                        state.setdefault("open", []).append([aid, idx, message, first_ts])
                     for eidx, esc in plan.escalations:
-                        state.setdefault("esc", []).append([t + esc.after, aid, eidx, idx, message, start])
+                        state.setdefault("esc", []).append([t + esc.after, aid, eidx, idx, message, first_ts])
                         self._alert_keys[aid] = key
                         self._schedule(t + esc.after, key)
                     if plan.clear is not None and plan.absent is None:
@@ -338,6 +327,34 @@ class Engine:
                     )
                 )
         return out
+
+    @staticmethod
+    def _cooling(state: State, t: float, cooldown: float) -> bool:
+        """Whether an alert at `t` falls within `cooldown` (s) of an alert of the group, before or after it."""
+        last = state.get("la")
+        if last is None:
+            return False
+        if -cooldown < t - last < cooldown:
+            return True
+        return any(-cooldown < t - x < cooldown for x in state.get("le", ()))
+
+    def _cool(self, state: State, t: float, cooldown: float) -> None:
+        """Record an alert at `t`: "la" is the latest; "le" the earlier ones a moment that can still be
+        judged (at or after the watermark) may fall near — only possible when cooldown < lateness."""
+        last = state.get("la")
+        if last is None or t >= last:
+            state["la"] = t
+            earlier = last
+        else:
+            earlier = t
+        if earlier is None or cooldown >= self.lateness:
+            return
+        horizon = self.watermark - cooldown
+        kept = [x for x in (*state.get("le", ()), earlier) if x > horizon]
+        if kept:
+            state["le"] = kept
+        else:
+            state.pop("le", None)
 
     def _sustain(self, plan: _Plan, key: str, state: State, t: float) -> None:
         """The pattern holds at `t`: push back the `clear` of an open alert (not for `absent`, whose
@@ -373,7 +390,7 @@ class Engine:
         if plan.reflex.repeat is not None:
             ab[2] = due + plan.reflex.repeat
             self._schedule(ab[2], key)
-        return self._hit(plan, key, state, group, due, (ab[0], []), (ab[3], ab[4], ab[5]))
+        return self._hit(plan, key, state, group, (due, ab[0], ab[0], []), (ab[3], ab[4], ab[5]))
 
     # ------------------------------------------------------------ timers
     def _rebuild_timers(self) -> None:
@@ -386,6 +403,10 @@ class Engine:
             plan = self._plans.get(key.split("|", 1)[0])
             if plan is None:
                 continue
+            if plan.evaluator.upgrade(state):
+                self.store.put(key, state)
+            if plan.running is not None and state.get("w"):
+                plan.running.add(key.split("|", 1)[1])
             due = self._next_due(plan, state)
             if due is not None:
                 self._schedule(due, key)
@@ -450,7 +471,9 @@ class Engine:
             elif ab is not None and ab[1] and ab[2] == due and plan.reflex.repeat is not None:
                 ab[2] = due + plan.reflex.repeat
                 out.extend(
-                    self._hit(plan, key, state, group, due, (due, []), (ab[3], ab[4], ab[5]), reminder=True)
+                    self._hit(
+                        plan, key, state, group, (due, due, due, []), (ab[3], ab[4], ab[5]), reminder=True
+                    )
                 )
             elif state.get("clr") == due:
                 out.extend(self._cleared(plan, state, group, due))

@@ -90,20 +90,33 @@ def _duration(p: _Problems, m: YMap, key: str, where: str = "") -> float | None:
         return None
 
 
-def _number_test(p: _Problems, line: int, key: str, text: object) -> Callable[[float], bool] | None:
-    """`count: ">= 3"` style comparisons against a number."""
+def _number_test(
+    p: _Problems, line: int, key: str, text: object
+) -> tuple[str, Callable[[float], bool]] | None:
+    """`count: ">= 3"` style comparisons against a number: (operator, test). The test is only ever given
+    numbers (counts, aggregates, changes), so it is the bound number's own comparison method, called in C:
+    `count >= 3` is `(3.0).__le__(count)`."""
     if not isinstance(text, str):
         p.add(line, f"{key}: write a comparison such as '>= 3', got {text!r}")
         return None
     try:
-        _, literal, test = compile_short(text)
+        op, literal, _ = compile_short(text)
     except ExpressionError as e:
         p.add(line, f"{key}: {e}")
         return None
     if isinstance(literal, bool) or not isinstance(literal, int | float):
         p.add(line, f"{key}: compare with a number, got {literal!r}")
         return None
-    return test
+    bound = float(literal)
+    tests: dict[str, Callable[[float], bool]] = {
+        ">": bound.__lt__,
+        ">=": bound.__le__,
+        "<": bound.__gt__,
+        "<=": bound.__ge__,
+        "==": bound.__eq__,
+        "!=": bound.__ne__,
+    }
+    return op, tests[op]
 
 
 def _string_list(p: _Problems, m: YMap, key: str, what: str) -> tuple[str, ...] | None:
@@ -177,15 +190,16 @@ class _ReflexBuilder:
         key = "distinct" if "distinct" in window else window[0]
         if key == "distinct":
             return self._distinct(when)
-        test = _number_test(self.p, when.key_line(key), key, when[key])
-        if test is None:
+        compared = _number_test(self.p, when.key_line(key), key, when[key])
+        if compared is None:
             return None
+        op, test = compared
         if key == "count":
             return Count(cond, test)
         if key in ("rise", "fall"):
-            return Change(cond, "rise" if key == "rise" else "fall", test)
+            return Change(cond, "rise" if key == "rise" else "fall", test, op)
         fn = {"avg": "avg", "min": "min", "max": "max", "sum": "sum"}[key]
-        return Aggregate(cond, fn, test)  # type: ignore[arg-type]
+        return Aggregate(cond, fn, test, op)  # type: ignore[arg-type]
 
     def _distinct(self, when: YMap) -> Pattern | None:
         level = when["distinct"]
@@ -199,13 +213,13 @@ class _ReflexBuilder:
         if "count" not in when:
             self.p.add(when.key_line("distinct"), "distinct: needs 'count' (e.g. count: '>= 3')")
             return None
-        test = _number_test(self.p, when.key_line("count"), "count", when["count"])
+        compared = _number_test(self.p, when.key_line("count"), "count", when["count"])
         cond_raw = YMap({k: v for k, v in when.items() if k in CONDITION_KEYS})
         cond_raw.line, cond_raw.key_lines = when.line, when.key_lines
         cond = self.condition(cond_raw, when.line, "when")
-        if test is None or cond is None:
+        if compared is None or cond is None:
             return None
-        return Distinct(cond, self.levels.index(level), test)
+        return Distinct(cond, self.levels.index(level), compared[1])
 
     def _composite(self, key: str, when: YMap, within: float | None) -> Pattern | None:
         others = [k for k in when if k != key and not (key == "absent" and k == "for")]

@@ -27,7 +27,15 @@ class Condition:
     selects: Callable[[Any], bool]  # selectors other than kind (kind is matched by the engine's index)
     holds: Callable[[Any], bool]  # the predicate; always true when the condition has none
     text: str  # canonical description, for fingerprints and messages
-    site_prefix: str = ""  # the glob's literal first one or two segments ("d1", "d1/c3"), for the engine's index
+    # What the engine's index can decide without calling the closures above:
+    site_prefix: str = ""  # the site glob's literal leading segments ("d1/c3" of "d1/c3/*/f2")
+    rest: Callable[[Any], bool] | None = None  # the selectors the kind and that prefix leave; None: none
+    # `holds` implies the value is a number and `value OP bound` ((">=", 57.0)); None when it does not
+    bound: tuple[str, float] | None = None
+    # `holds` implies the value's type key (`conditions.type_key`) is one of these; None when it does not
+    members: frozenset[tuple[str, object]] | None = None
+    exact: bool = False  # `holds` is exactly that comparison or membership
+    always: bool = False  # no predicate: `holds` is always true
 
 
 @dataclass(frozen=True, eq=False)
@@ -64,6 +72,7 @@ class Aggregate:
     cond: Condition
     fn: Literal["avg", "min", "max", "sum"]
     test: Callable[[float], bool]
+    op: str  # the comparison of `test` ("<", ">=", "==", …): tells which new values can make it true
 
 
 @dataclass(frozen=True, eq=False)
@@ -73,6 +82,7 @@ class Change:
     cond: Condition
     direction: Literal["rise", "fall"]
     test: Callable[[float], bool]
+    op: str  # the comparison of `test` ("<", ">=", "==", …)
 
 
 @dataclass(frozen=True, eq=False)

@@ -1,18 +1,60 @@
 """Window logic of each pattern, on one group's state. Pure functions of (state, event, watermark).
 
-Each evaluator reads and updates `state["w"]` (JSON-able lists and dicts only) and returns a `Hit` —
-(window start, evidence ids) — when the pattern is satisfied by the event being applied. Entries older
-than `watermark − within` are evicted: no event that can still be applied could fall in their window.
+Each evaluator reads and updates `state["w"]` (JSON-able lists and dicts only; an aggregate keeps its value
+window in the group state itself) and returns the `Hit`s the event being applied causes. Entries older than
+`watermark − within` are evicted: no event that can still be applied could fall in their window. Moments
+that the engine's cooldown would suppress anyway are not judged (unless the reflex has a `clear`, which
+every holding moment keeps open).
+
+Judging in event time, whatever the arrival order
+-------------------------------------------------
+A windowed pattern (count, avg/min/max/sum, rise/fall, distinct, all, sequence) is judged at *moments*:
+the event times of the group's matches (for rise/fall, of the sensor's readings; for sequence, of its last
+step). It holds at moment m when the matches applied so far that lie in [m − within, m] satisfy it. A match
+applied at time s is judged at its own moment, as before, and — when it arrived out of order — also at
+every later moment in (s, s + within] whose window it enters: those fire only if the pattern holds there
+now and did not before (they were judged when their own event arrived). A firing at moment m has ts m,
+window start m − within (which the alert id is made from), first_event_ts the earliest evidence and the
+window's matches as evidence. So an event that arrives late but inside the lateness and completes a window
+raises the alert that the sorted stream raises at that moment, with the same id and ts.
+
+What arrival order can still change (alerts are raised at once and never retracted):
+- A moment is judged on the matches that have arrived. For tests that only get truer as matches are added
+  — count and distinct `>`/`>=`, `max >`/`>=`, `min <`/`<=`, `sum >`/`>=` of non-negative values,
+  rise/fall `>`/`>=`, all, sequence — a moment that holds early holds in the sorted stream too, so the set
+  of moments that fire, and of their alert ids, is the sorted stream's (cooldown aside). Other tests (avg,
+  count `<`/`<=`/`==`, …) can hold on a window that is still missing a late match, and then fire where the
+  sorted stream would not; every moment that holds on its complete window fires in any order.
+- Cooldown (see the engine) suppresses a moment within the cooldown of an alert of the group, before or
+  after it; which moment of a burst fires first, and so that alert's ts and id, can depend on the order.
+- Evidence and first_event_ts describe the window as it was when the moment fired; the message fields
+  (`{sensor}`, `{value}`, …) describe the event whose arrival made it fire.
+Sums and averages are floating point, added in arrival order: at exactly the threshold, the last bit can
+differ between orders.
 """
 
 from __future__ import annotations
 
+from bisect import bisect_left, bisect_right
 from typing import Any
 
 from reflexes.model import Absent, Aggregate, AllOf, Change, Count, Distinct, Held, Pattern, Sequence, Single
-from reflexes.windows import Moments, ValueWindow
+from reflexes.windows import (
+    Window,
+    evict_matches,
+    evict_values,
+    insert_match,
+    insert_value,
+    match_window,
+    span_max,
+    span_min,
+    span_range,
+    span_sum,
+    value_window,
+)
 
-Hit = tuple[float, list[str]]
+Hit = tuple[float, float, float, list[str]]
+# (ts: the moment that fired, window start: what the alert id is made from, first_event_ts, evidence ids).
 # A hit with no evidence means "the pattern still holds" without a new firing (a `for` run that already
 # fired): it keeps a `clear` from closing the alert while the condition lasts.
 
@@ -21,23 +63,37 @@ MAX_EVIDENCE = 32
 
 class Evaluator:
     """Base: `wants_misses` asks the engine to call `miss` for events that are selected but fail the
-    predicate (they break a `for` run)."""
+    predicate (they break a `for` run). `quiet` is the cooldown the engine applies to the reflex's alerts
+    (0 when the reflex has a `clear`: then every moment that holds counts)."""
 
     wants_misses = False
 
-    def __init__(self, pattern: Pattern, within: float | None) -> None:
+    def __init__(self, pattern: Pattern, within: float | None, quiet: float = 0.0) -> None:
         self.within = within or 0.0
+        self.quiet = quiet
 
-    def match(self, state: dict[str, Any], ev: Any, which: list[int], wm: float) -> Hit | None:
+    def match(self, state: dict[str, Any], ev: Any, which: list[int], wm: float) -> list[Hit] | None:
         raise NotImplementedError
 
-    def miss(self, state: dict[str, Any], ev: Any) -> None:
-        return None
+    def miss(self, state: dict[str, Any], ev: Any) -> bool:
+        """`ev` is selected but fails the predicate; True when that changed the state."""
+        return False
+
+    def upgrade(self, state: dict[str, Any]) -> bool:
+        """Bring a group's state kept by an older version to this one's form (the engine calls it for every
+        group it finds in its store); True when it changed."""
+        return False
+
+    def _cooling(self, state: dict[str, Any], lo: float, hi: float) -> bool:
+        """Whether an alert at any moment in [lo, hi] (seconds) falls within the cooldown of the group's
+        latest alert, so that the engine would suppress it: such moments need not be judged."""
+        last = state.get("la")
+        return last is not None and last - self.quiet < lo and hi < last + self.quiet
 
 
 class SingleEval(Evaluator):
-    def match(self, state: dict[str, Any], ev: Any, which: list[int], wm: float) -> Hit | None:
-        return ev.ts, [ev.id]
+    def match(self, state: dict[str, Any], ev: Any, which: list[int], wm: float) -> list[Hit] | None:
+        return [(ev.ts, ev.ts, ev.ts, [ev.id])]
 
 
 class HeldEval(Evaluator):
@@ -45,11 +101,11 @@ class HeldEval(Evaluator):
 
     wants_misses = True
 
-    def __init__(self, pattern: Held, within: float | None) -> None:
-        super().__init__(pattern, within)
+    def __init__(self, pattern: Held, within: float | None, quiet: float = 0.0) -> None:
+        super().__init__(pattern, within, quiet)
         self.duration = pattern.duration
 
-    def match(self, state: dict[str, Any], ev: Any, which: list[int], wm: float) -> Hit | None:
+    def match(self, state: dict[str, Any], ev: Any, which: list[int], wm: float) -> list[Hit] | None:
         runs: dict[str, list[Any]] = state.setdefault("w", {})
         t = ev.ts
         run = runs.get(ev.sensor)
@@ -59,206 +115,441 @@ class HeldEval(Evaluator):
             run[0] = t
         if t >= run[0] + self.duration:
             if run[1]:
-                return run[0], []  # still holding: sustains, does not fire again
+                return [(t, run[0], run[0], [])]  # still holding: sustains, does not fire again
             run[1] = True
-            return run[0], [ev.id]
+            return [(t, run[0], run[0], [ev.id])]
         return None
 
-    def miss(self, state: dict[str, Any], ev: Any) -> None:
+    def miss(self, state: dict[str, Any], ev: Any) -> bool:
         runs = state.get("w")
         if runs:
             run = runs.get(ev.sensor)
             if run is not None and ev.ts >= run[0]:
                 del runs[ev.sensor]
+                return True
+        return False
 
 
-class AllEval(Evaluator):
-    """`all`: w = one `Moments` (time-ordered matches) per condition."""
-
-    def __init__(self, pattern: AllOf | Sequence, within: float | None) -> None:
-        super().__init__(pattern, within)
-        self.n = len(pattern.conds)
-
-    def _moments(self, state: dict[str, Any], ev: Any, which: list[int], wm: float) -> list[Moments] | None:
-        """The windows after adding the event; None when it was already applied."""
-        raw: list[dict[str, Any]] = state.setdefault("w", [{} for _ in range(self.n)])
-        lists = [Moments(w) for w in raw]
-        fresh = False
-        for i in which:
-            fresh |= lists[i].insert(ev.ts, ev.id)
-        horizon = wm - self.within
-        for m in lists:
-            m.evict_before(horizon)
-        return lists if fresh else None
-
-    def match(self, state: dict[str, Any], ev: Any, which: list[int], wm: float) -> Hit | None:
-        lists = self._moments(state, ev, which, wm)
-        if lists is None:
-            return None
-        t, d = ev.ts, self.within
-        if all(not m.t or m.t[-1] <= t for m in lists):
-            # In-order fast path: the event is the newest, so the best partner of each condition is its latest.
-            chosen: list[tuple[float, str]] = []
-            for i, m in enumerate(lists):
-                if i in which:
-                    chosen.append((t, ev.id))
-                elif not m.t or m.t[-1] < t - d:
-                    return None
-                else:
-                    chosen.append((m.t[-1], m.i[-1]))
-            return min(c[0] for c in chosen), [c[1] for c in chosen]
-        starts: set[float] = {t}
-        for m in lists:
-            a, b = m.span(t - d, t)
-            starts.update(m.t[a:b])
-        for start in sorted(starts):
-            picked: list[tuple[float, str]] = []
-            for i, m in enumerate(lists):
-                if i in which:
-                    picked.append((t, ev.id))
-                    continue
-                a, b = m.span(start, start + d)
-                if a == b:
-                    break
-                picked.append((m.t[b - 1], m.i[b - 1]))
-            else:
-                return min(c[0] for c in picked), [c[1] for c in picked]
-        return None
-
-
-class SequenceEval(AllEval):
-    """`sequence`: judged when its last step arrives; earlier steps are taken latest-first."""
-
-    def match(self, state: dict[str, Any], ev: Any, which: list[int], wm: float) -> Hit | None:
-        lists = self._moments(state, ev, which, wm)
-        if lists is None or self.n - 1 not in which:
-            return None
-        t = ev.ts
-        prev, chain, used = t, [ev.id], {ev.id}
-        for i in range(self.n - 2, -1, -1):
-            m = lists[i]
-            a, b = m.span(t - self.within, prev)
-            step = next((k for k in range(b - 1, a - 1, -1) if m.i[k] not in used), None)
-            if step is None:
-                return None
-            prev = m.t[step]
-            chain.append(m.i[step])
-            used.add(m.i[step])
-        chain.reverse()
-        return prev, chain
+def _later(t: list[float], first: int, until: float) -> list[tuple[int, int]]:
+    """The moments after index `first` up to `until` (seconds) as (first index, end index) of each run of
+    equal times in the sorted list `t`."""
+    out: list[tuple[int, int]] = []
+    j, end = first, bisect_right(t, until, first)
+    while j < end:
+        jb = bisect_right(t, t[j], j, end)
+        out.append((j, jb))
+        j = jb
+    return out
 
 
 class CountEval(Evaluator):
-    """`count`: w = `Moments` of the matches."""
+    """`count`: w = a match window."""
 
-    def __init__(self, pattern: Count, within: float | None) -> None:
-        super().__init__(pattern, within)
+    def __init__(self, pattern: Count, within: float | None, quiet: float = 0.0) -> None:
+        super().__init__(pattern, within, quiet)
         self.test = pattern.test
 
-    def match(self, state: dict[str, Any], ev: Any, which: list[int], wm: float) -> Hit | None:
-        m = Moments(state.setdefault("w", {}))
-        if not m.insert(ev.ts, ev.id):
+    def match(self, state: dict[str, Any], ev: Any, which: list[int], wm: float) -> list[Hit] | None:
+        w = state.get("w")
+        if w is None:
+            w = state["w"] = match_window()
+        d = self.within
+        evict_matches(w, wm - d)
+        k = insert_match(w, ev.ts, ev.id)
+        if k < 0:
             return None
-        m.evict_before(wm - self.within)
-        a, b = m.span(ev.ts - self.within, ev.ts)
-        if self.test(float(b - a)):
-            return m.t[a], m.i[max(a, b - MAX_EVIDENCE) : b]
-        return None
+        t, s, test = w["t"], ev.ts, self.test
+        n = len(t)
+        b = n if k == n - 1 else bisect_right(t, s, k)
+        hits = None
+        if not self._cooling(state, s, s):
+            a = bisect_left(t, s - d, 0, k)
+            if test(b - a):
+                hits = [self._hit(w, a, b)]
+        if b < n and not self._cooling(state, t[b], min(s + d, t[-1])):
+            for _, jb in _later(t, b, s + d):
+                a = bisect_left(t, t[jb - 1] - d, 0, k + 1)  # the new match is inside: mt − d ≤ s < mt
+                if test(jb - a) and not test(jb - a - 1):
+                    hits = [*(hits or ()), self._hit(w, a, jb)]
+        return hits
 
-
-def _numeric(v: object) -> bool:
-    return type(v) is float or type(v) is int
+    def _hit(self, w: Window, a: int, b: int) -> Hit:
+        t = w["t"]
+        moment = t[b - 1]
+        return moment, moment - self.within, t[a], w["i"][max(a, b - MAX_EVIDENCE) : b]
 
 
 class AggregateEval(Evaluator):
-    """`avg`/`min`/`max`/`sum` of the numeric matches: w is a `ValueWindow`."""
+    """`avg`/`min`/`max`/`sum` of the numeric matches: the group's state is itself the value window (see
+    windows.py; its keys do not collide with the engine's), one dict less per group."""
 
-    def __init__(self, pattern: Aggregate, within: float | None) -> None:
-        super().__init__(pattern, within)
+    def __init__(self, pattern: Aggregate, within: float | None, quiet: float = 0.0) -> None:
+        super().__init__(pattern, within, quiet)
         self.test = pattern.test
         self.fn = pattern.fn
+        self.op = pattern.op
+        self.span = {"sum": span_sum, "avg": span_sum, "min": span_min, "max": span_max}[pattern.fn]
+        self.avg = pattern.fn == "avg"
+        self.bounded = "sum" if pattern.fn == "avg" else pattern.fn
+        self.monotone = pattern.op in ("<", "<=", ">", ">=")
 
-    def match(self, state: dict[str, Any], ev: Any, which: list[int], wm: float) -> Hit | None:
-        if not _numeric(ev.value):
+    def upgrade(self, state: dict[str, Any]) -> bool:
+        old = state.pop("w", None)  # the window apart, with index blocks
+        if old is None:
+            return False
+        state.update(_rebuilt(old))
+        return True
+
+    def _may_turn(self, v: float) -> bool:
+        """Whether adding the value `v` to a window can make the test true where it was false: the sum
+        moves by v, the average towards v, the min and max only to v."""
+        if self.fn == "sum":
+            return v > 0 if self.op in (">", ">=") else v < 0 if self.op in ("<", "<=") else v != 0
+        return (self.op == "==" and self.avg) or self.test(v)
+
+    def _holds(self, w: Window, a: int, b: int) -> bool:
+        """Whether the test holds on entries [a, b): decided from block summaries when the bounds they give
+        fall on one side of the threshold (see span_range), else from the readings."""
+        test = self.test
+        bounds = span_range(w, a, b, self.bounded)
+        if bounds is not None:
+            lo, hi = bounds
+            if self.avg:
+                lo, hi = lo / (b - a), hi / (b - a)
+            if self.bounded == "sum":  # sums are rounded: widen the bounds well past any rounding
+                margin = 1e-9 * (abs(lo) + abs(hi)) + 1e-12
+                lo, hi = lo - margin, hi + margin
+            if self.monotone:
+                below, above = test(lo), test(hi)
+                if below == above:
+                    return below
+            elif lo == hi:
+                return test(lo)
+        x = self.span(w, a, b)
+        return test(x / (b - a) if self.avg else x)
+
+    def _value(self, w: Window, a: int, b: int, skip: int = -1) -> float:
+        """The aggregate of entries [a, b), without entry `skip` when it lies inside."""
+        if not a <= skip < b:
+            x = self.span(w, a, b)
+            return x / (b - a) if self.avg else x
+        parts = [self.span(w, x, y) for x, y in ((a, skip), (skip + 1, b)) if x < y]
+        if self.fn == "min":
+            return min(parts)
+        if self.fn == "max":
+            return max(parts)
+        return sum(parts) / (b - a - 1) if self.avg else sum(parts)
+
+    def match(self, state: dict[str, Any], ev: Any, which: list[int], wm: float) -> list[Hit] | None:
+        v = ev.value
+        if type(v) is not float and type(v) is not int:
             return None
-        window = ValueWindow(state.setdefault("w", {}))
-        if not window.insert_value(ev.ts, ev.value, ev.id):
+        t = state.get("t")
+        if t is None:
+            state.update(value_window())
+            t = state["t"]
+        d = self.within
+        if not len(t) & 7 and t and t[0] < wm - d:  # every 8 readings: stale ones are outside every window
+            evict_values(state, wm - d)
+        k = insert_value(state, ev.ts, v, ev.id)
+        if k < 0:
             return None
-        window.evict_before(wm - self.within)
-        i, j = window.span(ev.ts - self.within, ev.ts)
-        lo, hi, total = window.summary(i, j)
-        fn = self.fn
-        value = lo if fn == "min" else hi if fn == "max" else total if fn == "sum" else total / (j - i)
-        if self.test(float(value)):
-            return window.t[i], window.i[max(i, j - MAX_EVIDENCE) : j]
-        return None
+        s, n, test = ev.ts, len(t), self.test
+        b = n if k == n - 1 else bisect_right(t, s, k)
+        hits = None
+        if not self._cooling(state, s, s):
+            a = bisect_left(t, s - d, 0, k)
+            if self._holds(state, a, b):
+                hits = [self._hit(state, a, b)]
+        if b < n and self._may_turn(v) and not self._cooling(state, t[b], min(s + d, t[-1])):
+            for _, jb in _later(t, b, s + d):
+                a = bisect_left(t, t[jb - 1] - d, 0, k + 1)
+                if test(self._value(state, a, jb)) and not test(self._value(state, a, jb, k)):
+                    hits = [*(hits or ()), self._hit(state, a, jb)]
+        return hits
+
+    def _hit(self, w: Window, a: int, b: int) -> Hit:
+        t = w["t"]
+        moment = t[b - 1]
+        return moment, moment - self.within, t[a], w["i"][max(a, b - MAX_EVIDENCE) : b]
+
+
+def _rebuilt(old: dict[str, Any]) -> Window:
+    """A value window with the readings of one kept in the form of older versions."""
+    w = value_window()
+    for ts, event_id, value in zip(old.get("t", ()), old.get("i", ()), old.get("v", ()), strict=False):
+        insert_value(w, ts, value, event_id)
+    return w
 
 
 class ChangeEval(Evaluator):
-    """`rise`/`fall`: w = {sensor: ValueWindow}; rise = latest − lowest, fall = highest − latest."""
+    """`rise`/`fall`: w = {sensor: value window}, or the group state itself is the window when the group is
+    one sensor (`per: sensor`); rise = latest − lowest, fall = highest − latest, where "latest" is the
+    reading at the moment judged."""
 
-    def __init__(self, pattern: Change, within: float | None) -> None:
-        super().__init__(pattern, within)
+    def __init__(
+        self, pattern: Change, within: float | None, quiet: float = 0.0, by_sensor: bool = False
+    ) -> None:
+        super().__init__(pattern, within, quiet)
         self.test = pattern.test
         self.rise = pattern.direction == "rise"
+        self.span = span_min if self.rise else span_max
+        self.by_sensor = by_sensor
+        self.monotone = pattern.op in ("<", "<=", ">", ">=")
 
-    def match(self, state: dict[str, Any], ev: Any, which: list[int], wm: float) -> Hit | None:
+    def upgrade(self, state: dict[str, Any]) -> bool:
+        per_sensor = state.get("w")
+        if not per_sensor:
+            return False
+        if self.by_sensor:  # older versions kept the one sensor's window apart
+            del state["w"]
+            for w in per_sensor.values():
+                state.update(_rebuilt(w) if "lo" in w else w)
+            return True
+        old = [sensor for sensor, w in per_sensor.items() if "lo" in w]  # index blocks: lo, hi, s
+        for sensor in old:
+            per_sensor[sensor] = _rebuilt(per_sensor[sensor])
+        return bool(old)
+
+    def _judge(self, w: Window, j: int, skip: int = -1) -> Hit | None:
+        """The hit at the moment of reading j (ignoring reading `skip`), if the change there passes."""
+        t, v, d = w["t"], w["v"], self.within
+        mt = t[j]
+        a = bisect_left(t, mt - d, 0, j + 1)
+        b = len(t) if j == len(t) - 1 else bisect_right(t, mt, j)
+        if not a <= skip < b:
+            bounds = span_range(w, a, b, "min" if self.rise else "max") if self.monotone else None
+            if bounds is not None:  # the change lies between what the block summaries allow
+                lo, hi = (
+                    (v[j] - bounds[1], v[j] - bounds[0])
+                    if self.rise
+                    else (bounds[0] - v[j], bounds[1] - v[j])
+                )
+                if not self.test(lo) and not self.test(hi):
+                    return None
+            extreme = self.span(w, a, b)
+        else:
+            parts = [self.span(w, x, y) for x, y in ((a, skip), (skip + 1, b)) if x < y]
+            extreme = min(parts) if self.rise else max(parts)
+        if not self.test(v[j] - extreme if self.rise else extreme - v[j]):
+            return None
+        k = v.index(extreme, a, b)
+        if k == skip:
+            k = v.index(extreme, skip + 1, b)
+        if k == j:
+            return None  # no change from the reading itself
+        return mt, mt - d, t[k], [w["i"][k], w["i"][j]]
+
+    def match(self, state: dict[str, Any], ev: Any, which: list[int], wm: float) -> list[Hit] | None:
         v = ev.value
-        if not _numeric(v):
+        if type(v) is not float and type(v) is not int:
             return None
-        per_sensor: dict[str, dict[str, Any]] = state.setdefault("w", {})
-        window = ValueWindow(per_sensor.setdefault(ev.sensor, {}))
-        if not window.insert_value(ev.ts, v, ev.id):
+        w: Window | None
+        if self.by_sensor:
+            w = state
+            if "t" not in w:
+                w.update(value_window())
+        else:
+            per_sensor: dict[str, Window] | None = state.get("w")
+            if per_sensor is None:
+                per_sensor = state["w"] = {}
+            w = per_sensor.get(ev.sensor)
+            if w is None:
+                w = per_sensor[ev.sensor] = value_window()
+        d = self.within
+        t = w["t"]
+        if not len(t) & 7 and t and t[0] < wm - d:
+            evict_values(w, wm - d)
+        k = insert_value(w, ev.ts, v, ev.id)
+        if k < 0:
             return None
-        window.evict_before(wm - self.within)
-        i, j = window.span(ev.ts - self.within, ev.ts)
-        lo, hi, _ = window.summary(i, j)
-        change = v - lo if self.rise else hi - v
-        if not self.test(float(change)):
-            return None
-        extreme = lo if self.rise else hi
-        k = i + window.v[i:j].index(extreme)
-        if window.i[k] == ev.id:
-            return None
-        return window.t[k], [window.i[k], ev.id]
+        s = ev.ts
+        hits = None
+        if not self._cooling(state, s, s):
+            hit = self._judge(w, k)
+            if hit is not None:
+                hits = [hit]
+        if k + 1 < len(t) and not self._cooling(state, t[k + 1], min(s + d, t[-1])):
+            test, rise, values = self.test, self.rise, w["v"]
+            for j in range(k + 1, bisect_right(t, s + d, k + 1)):
+                # a later reading of the sensor now has this one in its window: only as its new extreme
+                if test(values[j] - v if rise else v - values[j]):
+                    hit = self._judge(w, j)
+                    if hit is not None and self._judge(w, j, k) is None:
+                        hits = [*(hits or ()), hit]
+        return hits
 
 
 class DistinctEval(Evaluator):
-    """`distinct`: w = {site at LEVEL: [latest ts, id]}."""
+    """`distinct`: w = a match window with the place (site at LEVEL) of each match in "p"."""
 
-    def __init__(self, pattern: Distinct, within: float | None) -> None:
-        super().__init__(pattern, within)
+    def __init__(self, pattern: Distinct, within: float | None, quiet: float = 0.0) -> None:
+        super().__init__(pattern, within, quiet)
         self.test = pattern.test
         self.level = pattern.level
 
-    def match(self, state: dict[str, Any], ev: Any, which: list[int], wm: float) -> Hit | None:
+    def upgrade(self, state: dict[str, Any]) -> bool:
+        old = state.get("w")
+        if not old or "t" in old:
+            return False
+        w = state["w"] = match_window("p")
+        for place, (ts, event_id) in old.items():  # {place: [latest ts, id]}
+            insert_match(w, ts, event_id, p=place)
+        return True
+
+    def match(self, state: dict[str, Any], ev: Any, which: list[int], wm: float) -> list[Hit] | None:
         parts = ev.site.split("/")
         if len(parts) <= self.level:
             return None
         place = "/".join(parts[: self.level + 1])
-        sites: dict[str, list[Any]] = state.setdefault("w", {})
-        seen = sites.get(place)
-        if seen is None or seen[0] <= ev.ts:
-            sites[place] = [ev.ts, ev.id]
+        w = state.get("w")
+        if w is None:
+            w = state["w"] = match_window("p")
+        d = self.within
+        evict_matches(w, wm - d)
+        k = insert_match(w, ev.ts, ev.id, p=place)
+        if k < 0:
+            return None
+        t, p, s, test = w["t"], w["p"], ev.ts, self.test
+        n = len(t)
+        b = n if k == n - 1 else bisect_right(t, s, k)
+        hits = None
+        if not self._cooling(state, s, s):
+            a = bisect_left(t, s - d, 0, k)
+            if test(len(set(p[a:b]))):
+                hits = [self._hit(w, a, b)]
+        if b < n and not self._cooling(state, t[b], min(s + d, t[-1])):
+            for _, jb in _later(t, b, s + d):
+                a = bisect_left(t, t[jb - 1] - d, 0, k + 1)
+                count = len(set(p[a:jb]))
+                before = count if place in p[a:k] or place in p[k + 1 : jb] else count - 1
+                if test(count) and not test(before):
+                    hits = [*(hits or ()), self._hit(w, a, jb)]
+        return hits
+
+    def _hit(self, w: Window, a: int, b: int) -> Hit:
+        t, ids, p = w["t"], w["i"], w["p"]
+        latest: dict[str, tuple[float, str]] = {}
+        for k in range(b - 1, a - 1, -1):
+            latest.setdefault(p[k], (t[k], ids[k]))
+        inside = sorted(latest.values())
+        moment = t[b - 1]
+        return moment, moment - self.within, inside[0][0], [e[1] for e in inside[-MAX_EVIDENCE:]]
+
+
+class AllEval(Evaluator):
+    """`all`: w = one match window per condition."""
+
+    def __init__(self, pattern: AllOf | Sequence, within: float | None, quiet: float = 0.0) -> None:
+        super().__init__(pattern, within, quiet)
+        self.n = len(pattern.conds)
+
+    def upgrade(self, state: dict[str, Any]) -> bool:
+        windows = state.get("w") or []
+        empty = [w for w in windows if "t" not in w]  # older versions left {} until a condition matched
+        for w in empty:
+            w.update(match_window())
+        return bool(empty)
+
+    def _windows(self, state: dict[str, Any], ev: Any, which: list[int], wm: float) -> list[Window] | None:
+        """The windows after adding the event; None when it was already applied."""
+        windows: list[Window] | None = state.get("w")
+        if windows is None:
+            windows = state["w"] = [match_window() for _ in range(self.n)]
         horizon = wm - self.within
-        for old in [p for p, e in sites.items() if e[0] < horizon]:
-            del sites[old]
-        lo, t = ev.ts - self.within, ev.ts
-        n = sum(1 for e in sites.values() if lo <= e[0] <= t)
-        if self.test(float(n)):
-            inside = sorted((e for e in sites.values() if lo <= e[0] <= t), key=lambda e: (e[0], e[1]))
-            return inside[0][0], [e[1] for e in inside[-MAX_EVIDENCE:]]
-        return None
+        for w in windows:
+            evict_matches(w, horizon)
+        fresh = False
+        for i in which:
+            fresh |= insert_match(windows[i], ev.ts, ev.id) >= 0
+        return windows if fresh else None
+
+    def _judge(self, windows: list[Window], mt: float, without: str | None = None) -> Hit | None:
+        """The hit at moment `mt`: the latest match of each condition in [mt − within, mt] (not counting
+        the event `without`), if every condition has one."""
+        d = self.within
+        chosen: list[tuple[float, str]] = []
+        for w in windows:
+            t, ids = w["t"], w["i"]
+            k = bisect_right(t, mt) - 1
+            if k >= 0 and ids[k] == without:
+                k -= 1
+            if k < 0 or t[k] < mt - d:
+                return None
+            chosen.append((t[k], ids[k]))
+        return mt, mt - d, min(c[0] for c in chosen), [c[1] for c in chosen]
+
+    def match(self, state: dict[str, Any], ev: Any, which: list[int], wm: float) -> list[Hit] | None:
+        windows = self._windows(state, ev, which, wm)
+        if windows is None:
+            return None
+        s, d = ev.ts, self.within
+        hits = None
+        if not self._cooling(state, s, s):
+            hit = self._judge(windows, s)
+            if hit is not None:
+                hits = [hit]
+        later: set[float] = set()
+        for w in windows:
+            t = w["t"]
+            if t and t[-1] > s:
+                later.update(t[bisect_right(t, s) : bisect_right(t, s + d)])
+        if later and not self._cooling(state, min(later), max(later)):
+            for mt in sorted(later):
+                hit = self._judge(windows, mt)
+                if hit is not None and self._judge(windows, mt, ev.id) is None:
+                    hits = [*(hits or ()), hit]
+        return hits
+
+
+class SequenceEval(AllEval):
+    """`sequence`: judged at each match of its last step; earlier steps are taken latest-first."""
+
+    def _chain(self, windows: list[Window], j: int, without: str | None = None) -> Hit | None:
+        """The hit at the last step's match j, if a chain of earlier steps (not using the event
+        `without`) leads to it within the window."""
+        last = windows[-1]
+        t = last["t"][j]
+        prev, chain, used = t, [last["i"][j]], {last["i"][j], without}
+        for i in range(self.n - 2, -1, -1):
+            w = windows[i]
+            times, ids = w["t"], w["i"]
+            a, b = bisect_left(times, t - self.within), bisect_right(times, prev)
+            step = next((k for k in range(b - 1, a - 1, -1) if ids[k] not in used), None)
+            if step is None:
+                return None
+            prev = times[step]
+            chain.append(ids[step])
+            used.add(ids[step])
+        chain.reverse()
+        return t, t - self.within, prev, chain
+
+    def match(self, state: dict[str, Any], ev: Any, which: list[int], wm: float) -> list[Hit] | None:
+        windows = self._windows(state, ev, which, wm)
+        if windows is None:
+            return None
+        times, ids, s = windows[-1]["t"], windows[-1]["i"], ev.ts
+        hits = None
+        for j in range(bisect_left(times, s), bisect_right(times, s + self.within)):
+            if self._cooling(state, times[j], times[j]):
+                continue
+            hit = self._chain(windows, j)
+            if hit is None:
+                continue
+            if ids[j] != ev.id and self._chain(windows, j, ev.id) is not None:
+                continue  # that moment held already without this event: it was judged then
+            hits = [*(hits or ()), hit]
+        return hits
 
 
 class AbsentEval(Evaluator):
     """`absent`: matches only re-arm; the engine's timers decide silence (see Engine._absent_due)."""
 
-    def __init__(self, pattern: Absent, within: float | None) -> None:
-        super().__init__(pattern, within)
+    def __init__(self, pattern: Absent, within: float | None, quiet: float = 0.0) -> None:
+        super().__init__(pattern, within, quiet)
         self.duration = pattern.duration
 
-    def match(self, state: dict[str, Any], ev: Any, which: list[int], wm: float) -> Hit | None:
+    def match(self, state: dict[str, Any], ev: Any, which: list[int], wm: float) -> list[Hit] | None:
         return None
 
 
@@ -275,6 +566,11 @@ EVALUATORS: dict[type, type[Evaluator]] = {
 }
 
 
-def evaluator_for(pattern: Pattern, within: float | None) -> Evaluator:
-    """The evaluator that runs `pattern`."""
-    return EVALUATORS[type(pattern)](pattern, within)
+def evaluator_for(
+    pattern: Pattern, within: float | None, quiet: float = 0.0, by_sensor: bool = False
+) -> Evaluator:
+    """The evaluator that runs `pattern`; `quiet` is the reflex's cooldown, 0 when it has a `clear`;
+    `by_sensor` when its groups are single sensors."""
+    if isinstance(pattern, Change):
+        return ChangeEval(pattern, within, quiet, by_sensor)
+    return EVALUATORS[type(pattern)](pattern, within, quiet)

@@ -1,10 +1,17 @@
 """Time-ordered windows kept as parallel lists, so that every search is a C-level bisect on plain floats.
 
-`Moments` is a window of matches: `{"t": [ts, …], "i": [event id, …]}`. `ValueWindow` adds the numeric
-values and per-block summaries: `{"t", "i", "v": [value, …], "lo": [min, …], "hi": [max, …], "s": [sum, …]}`
-where entry k of lo/hi/s summarises block k, `v[k*BLOCK:(k+1)*BLOCK]`, so the min, max and sum of any time span cost O(BLOCK + n/BLOCK).
-Both are views over JSON-able dicts (the engine's state), updated in place. Inserting an event id that is
-already there at the same time changes nothing, so applying an event twice is harmless.
+A match window is `{"t": [ts, …], "i": [event id, …]}`, perhaps with more parallel lists (distinct keeps
+`"p"`, the place of each match). A value window (`value_window()`) adds the numeric values `"v"` and, once
+it holds more than 2 × BLOCK readings, blocks of consecutive entries, each summarised: `"bt"` the time the
+block starts at, `"bn"` its size, `"bs"`/`"bl"`/`"bh"` the sum, min and max of its values. A block holds the
+entries from its start time up to the next block's: appending in time order fills blocks of BLOCK entries,
+an insert out of order updates one block's summary in O(1) and splits a block grown past 2 × BLOCK. So the
+min, max and sum of any time span cost O(BLOCK + n/BLOCK), and an out-of-order insert never rebuilds
+summaries.
+
+All are JSON-able dicts (the engine's state), read and written in place by the functions below (no view
+objects). Inserting an event id that is already there at the same time changes nothing, so applying an
+event twice is harmless.
 """
 
 from __future__ import annotations
@@ -15,130 +22,269 @@ from typing import Any
 BLOCK = 64
 MAX_ENTRIES = 4096  # per window; bounds memory per group whatever the event rate
 
-
-class Moments:
-    """Times and event ids of the matches in a window, oldest first."""
-
-    __slots__ = ("i", "t")
-
-    def __init__(self, w: dict[str, Any]) -> None:
-        self.t: list[float] = w.setdefault("t", [])
-        self.i: list[str] = w.setdefault("i", [])
-
-    def _position(self, ts: float, event_id: str) -> int | None:
-        """Where (ts, id) goes, or None when it is already there."""
-        t, ids = self.t, self.i
-        if not t or t[-1] < ts:
-            return len(t)
-        k = bisect_left(t, ts)
-        while k < len(t) and t[k] == ts:
-            if ids[k] == event_id:
-                return None
-            k += 1
-        return k
-
-    def insert(self, ts: float, event_id: str) -> bool:
-        """Add a match; False when this event is already in the window."""
-        k = self._position(ts, event_id)
-        if k is None:
-            return False
-        if k == len(self.t):
-            self.t.append(ts)
-            self.i.append(event_id)
-        else:
-            self.t.insert(k, ts)
-            self.i.insert(k, event_id)
-        if len(self.t) > MAX_ENTRIES:
-            self._drop(len(self.t) - MAX_ENTRIES)
-        return True
-
-    def _drop(self, n: int) -> None:
-        del self.t[:n]
-        del self.i[:n]
-
-    def evict_before(self, horizon: float) -> None:
-        """Forget matches older than `horizon` (seconds)."""
-        if self.t and self.t[0] < horizon:
-            self._drop(bisect_left(self.t, horizon))
-
-    def span(self, lo: float, hi: float) -> tuple[int, int]:
-        """Index range [a, b) of the matches with lo ≤ ts ≤ hi."""
-        return bisect_left(self.t, lo), bisect_right(self.t, hi)
-
-    def __len__(self) -> int:
-        return len(self.t)
+Window = dict[str, Any]
 
 
-class ValueWindow(Moments):
-    """Matches with numeric values and block summaries; evicts whole blocks only, to keep them aligned."""
+def position(t: list[float], ids: list[str], ts: float, event_id: str) -> int:
+    """Where (ts, id) goes in the sorted times `t`, or -1 when that event is already there."""
+    if not t or t[-1] < ts:
+        return len(t)
+    k = bisect_left(t, ts)
+    n = len(t)
+    while k < n and t[k] == ts:
+        if ids[k] == event_id:
+            return -1
+        k += 1
+    return k
 
-    __slots__ = ("hi", "lo", "s", "v")
 
-    def __init__(self, w: dict[str, Any]) -> None:
-        super().__init__(w)
-        self.v: list[float] = w.setdefault("v", [])
-        self.lo: list[float] = w.setdefault("lo", [])
-        self.hi: list[float] = w.setdefault("hi", [])
-        self.s: list[float] = w.setdefault("s", [])
+# ---------------------------------------------------------------- match windows
+def match_window(*extra: str) -> Window:
+    """An empty window of matches: times, event ids and a parallel list per name in `extra`."""
+    w: Window = {"t": [], "i": []}
+    for name in extra:
+        w[name] = []
+    return w
 
-    def insert_value(self, ts: float, value: float, event_id: str) -> bool:
-        """Add a reading; False when this event is already in the window."""
-        k = self._position(ts, event_id)
-        if k is None:
-            return False
-        t, v = self.t, self.v
-        if k == len(t):
-            t.append(ts)
-            self.i.append(event_id)
-            v.append(value)
-            if (len(v) - 1) % BLOCK == 0:
-                self.lo.append(value)
-                self.hi.append(value)
-                self.s.append(value)
-            else:
-                if value < self.lo[-1]:
-                    self.lo[-1] = value
-                if value > self.hi[-1]:
-                    self.hi[-1] = value
-                self.s[-1] += value
-        else:
-            t.insert(k, ts)
-            self.i.insert(k, event_id)
-            v.insert(k, value)
-            self._rebuild(k // BLOCK)
-        if len(t) > MAX_ENTRIES:
-            self._drop(BLOCK)
-        return True
 
-    def _drop(self, n: int) -> None:
-        n -= n % BLOCK
-        if n:
-            super()._drop(n)
-            del self.v[:n]
-            blocks = n // BLOCK
-            del self.lo[:blocks]
-            del self.hi[:blocks]
-            del self.s[:blocks]
+def insert_match(w: Window, ts: float, event_id: str, **extra: object) -> int:
+    """Add a match (and its `extra` values, one per parallel list); its index, or -1 when this event is
+    already in the window (or was dropped at once because the window is full of newer matches)."""
+    t: list[float] = w["t"]
+    if not t or ts > t[-1]:
+        k = len(t)
+        t.append(ts)
+        w["i"].append(event_id)
+        for name, value in extra.items():
+            w[name].append(value)
+    else:
+        k = position(t, w["i"], ts, event_id)
+        if k < 0:
+            return -1
+        t.insert(k, ts)
+        w["i"].insert(k, event_id)
+        for name, value in extra.items():
+            w[name].insert(k, value)
+    if len(t) > MAX_ENTRIES:
+        n = len(t) - MAX_ENTRIES
+        for values in w.values():
+            del values[:n]
+        k = k - n if k >= n else -1
+    return k
 
-    def _rebuild(self, first_block: int) -> None:
-        v = self.v
-        del self.lo[first_block:]
-        del self.hi[first_block:]
-        del self.s[first_block:]
-        for k in range(first_block * BLOCK, len(v), BLOCK):
-            chunk = v[k : k + BLOCK]
-            self.lo.append(min(chunk))
-            self.hi.append(max(chunk))
-            self.s.append(sum(chunk))
 
-    def summary(self, i: int, j: int) -> tuple[float, float, float]:
-        """(min, max, sum) of the values of entries [i, j); j > i."""
-        v = self.v
-        bi, bj = i // BLOCK, j // BLOCK
-        if bj - bi < 2:
-            part = v[i:j]
-            return min(part), max(part), sum(part)
-        head, tail = v[i : (bi + 1) * BLOCK], v[bj * BLOCK : j]
-        lo = min(min(head), min(self.lo[bi + 1 : bj]), min(tail) if tail else head[0])
-        hi = max(max(head), max(self.hi[bi + 1 : bj]), max(tail) if tail else head[0])
-        return lo, hi, sum(head) + sum(self.s[bi + 1 : bj]) + sum(tail)
+def evict_matches(w: Window, horizon: float) -> None:
+    """Forget matches older than `horizon` (seconds)."""
+    t = w["t"]
+    if t and t[0] < horizon:
+        n = bisect_left(t, horizon)
+        for values in w.values():
+            del values[:n]
+
+
+# ---------------------------------------------------------------- value windows
+def value_window() -> Window:
+    """An empty value window (its blocks come once it holds more than 2 × BLOCK readings)."""
+    return {"t": [], "i": [], "v": []}
+
+
+def insert_value(w: Window, ts: float, value: float, event_id: str) -> int:
+    """Add a reading; its index, or -1 when this event is already in the window (or was dropped at once
+    because the window is full of newer readings)."""
+    t: list[float] = w["t"]
+    if t and ts <= t[-1]:
+        k = position(t, w["i"], ts, event_id)
+        if k < 0:
+            return -1
+        t.insert(k, ts)
+        w["i"].insert(k, event_id)
+        w["v"].insert(k, value)
+        if "bn" in w:
+            _into_block(w, ts, value)
+    else:
+        k = len(t)
+        t.append(ts)
+        w["i"].append(event_id)
+        w["v"].append(value)
+        if "bn" in w:
+            _append_block(w, ts, value)
+    if len(t) > 2 * BLOCK and "bn" not in w:
+        _build_blocks(w)
+    if len(t) > MAX_ENTRIES:
+        n = w["bn"][0]
+        _drop_blocks(w, 1)
+        k = k - n if k >= n else -1
+    return k
+
+
+def _append_block(w: Window, ts: float, value: float) -> None:
+    bn = w["bn"]
+    if bn[-1] < BLOCK:
+        bn[-1] += 1
+        w["bs"][-1] += value
+        if value < w["bl"][-1]:
+            w["bl"][-1] = value
+        if value > w["bh"][-1]:
+            w["bh"][-1] = value
+    else:
+        w["bt"].append(ts)
+        bn.append(1)
+        w["bs"].append(value)
+        w["bl"].append(value)
+        w["bh"].append(value)
+
+
+def _into_block(w: Window, ts: float, value: float) -> None:
+    bt, bn = w["bt"], w["bn"]
+    p = bisect_right(bt, ts) - 1
+    if p < 0:
+        p = 0
+        bt[0] = ts  # the first block now starts earlier
+    bn[p] += 1
+    w["bs"][p] += value
+    if value < w["bl"][p]:
+        w["bl"][p] = value
+    if value > w["bh"][p]:
+        w["bh"][p] = value
+    if bn[p] > 2 * BLOCK:
+        _split(w, p)
+
+
+def _build_blocks(w: Window) -> None:
+    """Summarise the readings in blocks of about BLOCK (readings at one time stay in one block)."""
+    t, v = w["t"], w["v"]
+    w["bt"], w["bn"], w["bs"], w["bl"], w["bh"] = [], [], [], [], []
+    x, n = 0, len(t)
+    while x < n:
+        y = n if x + BLOCK >= n else bisect_right(t, t[x + BLOCK - 1], x + BLOCK - 1)
+        part = v[x:y]
+        w["bt"].append(t[x])
+        w["bn"].append(y - x)
+        w["bs"].append(sum(part))
+        w["bl"].append(min(part))
+        w["bh"].append(max(part))
+        x = y
+
+
+def _split(w: Window, p: int) -> None:
+    """Split block p in two at a change of time near its middle (entries at one time stay together)."""
+    t, v, bt, bn = w["t"], w["v"], w["bt"], w["bn"]
+    x = bisect_left(t, bt[p])
+    y = x + bn[p]
+    mid = bisect_left(t, t[x + bn[p] // 2], x, y)
+    if mid == x:
+        mid = bisect_right(t, t[mid], x, y)
+        if mid == y:
+            return  # all at one time: it cannot be split
+    left, right = v[x:mid], v[mid:y]
+    bt.insert(p + 1, t[mid])
+    bn[p : p + 1] = [mid - x, y - mid]
+    w["bs"][p : p + 1] = [sum(left), sum(right)]
+    w["bl"][p : p + 1] = [min(left), min(right)]
+    w["bh"][p : p + 1] = [max(left), max(right)]
+
+
+def _drop_blocks(w: Window, blocks: int) -> None:
+    n = sum(w["bn"][:blocks])
+    for key in ("t", "i", "v"):
+        del w[key][:n]
+    for key in ("bt", "bn", "bs", "bl", "bh"):
+        del w[key][:blocks]
+
+
+def evict_values(w: Window, horizon: float) -> None:
+    """Forget readings older than `horizon` (seconds): whole blocks of them once the window has blocks."""
+    t = w["t"]
+    if not t or t[0] >= horizon:
+        return
+    if "bn" not in w:
+        n = bisect_left(t, horizon)
+        for key in ("t", "i", "v"):
+            del w[key][:n]
+        return
+    if t[-1] < horizon:
+        for key in ("t", "i", "v"):
+            w[key].clear()
+        for key in ("bt", "bn", "bs", "bl", "bh"):
+            del w[key]
+        return
+    p = bisect_right(w["bt"], horizon, 1) - 1  # the block holding `horizon`: the ones before it are older
+    if p > 0:
+        _drop_blocks(w, p)
+
+
+def _blocks(w: Window, a: int, b: int) -> tuple[int, int, int, int] | None:
+    """For entries [a, b): (end of the head, first full block, end of the full blocks, start of the tail),
+    or None when they span fewer than three blocks (scan them directly)."""
+    if b - a <= 2 * BLOCK or "bn" not in w:
+        return None
+    t, bt = w["t"], w["bt"]
+    q = bisect_right(bt, t[a]) - 1  # block of entry a
+    r = bisect_right(bt, t[b - 1]) - 1  # block of entry b − 1
+    if r - q < 2:
+        return None
+    return bisect_left(t, bt[q + 1], a, b), q + 1, r, bisect_left(t, bt[r], a, b)
+
+
+def span_range(w: Window, a: int, b: int, fn: str) -> tuple[float, float] | None:
+    """Bounds (low, high) of the `fn` ("sum", "min" or "max") of entries [a, b) from the block summaries
+    alone: exact for the blocks inside, the min and max of the two blocks cut at the ends standing for the
+    entries taken from them. None when [a, b) spans fewer than three blocks. Cheap: no reading is read."""
+    parts = _blocks(w, a, b)
+    if parts is None:
+        return None
+    head, p1, p2, tail = parts
+    if fn == "max":
+        highs: list[float] = w["bh"]
+        inner = max(highs[p1:p2])
+        return inner, max(inner, highs[p1 - 1], highs[p2])
+    lows: list[float] = w["bl"]
+    if fn == "min":
+        inner = min(lows[p1:p2])
+        return min(inner, lows[p1 - 1], lows[p2]), inner
+    highs = w["bh"]
+    inner = sum(w["bs"][p1:p2])
+    nh, nt = head - a, b - tail
+    return (
+        inner + nh * lows[p1 - 1] + nt * lows[p2],
+        inner + nh * highs[p1 - 1] + nt * highs[p2],
+    )
+
+
+def span_sum(w: Window, a: int, b: int) -> float:
+    """Sum of the values of entries [a, b)."""
+    v: list[float] = w["v"]
+    if b - a <= 2 * BLOCK:
+        return sum(v[a:b])
+    parts = _blocks(w, a, b)
+    if parts is None:
+        return sum(v[a:b])
+    head, p1, p2, tail = parts
+    sums: list[float] = w["bs"]
+    return sum(v[a:head]) + sum(sums[p1:p2]) + sum(v[tail:b])
+
+
+def span_min(w: Window, a: int, b: int) -> float:
+    """Lowest value of entries [a, b); b > a."""
+    v: list[float] = w["v"]
+    if b - a <= 2 * BLOCK:
+        return min(v[a:b])
+    parts = _blocks(w, a, b)
+    if parts is None:
+        return min(v[a:b])
+    head, p1, p2, tail = parts
+    lows: list[float] = w["bl"]
+    return min(min(v[a:head]), min(lows[p1:p2]), min(v[tail:b]))
+
+
+def span_max(w: Window, a: int, b: int) -> float:
+    """Highest value of entries [a, b); b > a."""
+    v: list[float] = w["v"]
+    if b - a <= 2 * BLOCK:
+        return max(v[a:b])
+    parts = _blocks(w, a, b)
+    if parts is None:
+        return max(v[a:b])
+    head, p1, p2, tail = parts
+    highs: list[float] = w["bh"]
+    return max(max(v[a:head]), max(highs[p1:p2]), max(v[tail:b]))

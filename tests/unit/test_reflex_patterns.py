@@ -3,6 +3,9 @@ it, cooldown edges, grouping by site level."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import Any
+
 from tests.unit.reflex_kit import ROOM, alerts, commands, engine, ev, run
 
 FIRE = """
@@ -61,7 +64,9 @@ def test_all_out_of_order_inside_lateness_still_fires() -> None:
     e = engine(FIRE)
     out = run(e, ev("temperature", 60, 1010), ev("temperature", 40, 1013), ev("smoke", 0.3, 1008))
     (a,) = alerts(out)
-    assert a.ts == 1008 and a.first_event_ts == 1008
+    # the alert the sorted stream raises: at 1010, when the heat completed the pattern in event time
+    (s,) = alerts(run(engine(FIRE), ev("smoke", 0.3, 1008), ev("temperature", 60, 1010)))
+    assert (a.ts, a.first_event_ts, a.id, a.evidence) == (1010, 1008, s.id, s.evidence)
 
 
 def test_event_late_beyond_lateness_is_counted_not_applied() -> None:
@@ -190,6 +195,24 @@ def test_count_window_edges() -> None:
     assert (a.group, a.ts, a.first_event_ts, len(a.evidence)) == ("yuelu/c1", 60, 0, 3)
     e = engine(COUNT)
     assert alerts(run(e, ev("gas", 60, 0), ev("gas", 70, 30), ev("gas", 80, 60.01))) == []
+
+
+def test_count_completed_by_an_out_of_order_event_raises_the_in_order_alert() -> None:
+    events = [ev("gas", 60, t, sensor=f"g{t}", site="yuelu/c1/b1") for t in (1000, 1001, 1002)]
+    (in_order,) = alerts(run(engine(COUNT), *events))
+    (late,) = alerts(run(engine(COUNT), events[0], events[2], events[1]))
+    assert late == in_order  # same id, ts 1002 (the window's end), first_event_ts, evidence
+    assert (late.ts, late.first_event_ts, len(late.evidence)) == (1002, 1000, 3)
+
+
+def test_cooldown_counts_from_each_alert_before_and_after_it() -> None:
+    e = engine(
+        "- id: smoke\n  tier: edge\n  when: {kind: smoke, value: '> 0.5'}\n  cooldown: 2s\n"
+        "  then: [{alert: {to: [fire]}}]\n"
+    )
+    out = run(e, *[ev("smoke", 0.9, t) for t in (110, 109.5, 107, 108, 105.5, 105)])
+    # 109.5 is within 2 s of 110; 107 is not, and fires; 108 and 105.5 are within 2 s of 107; 105 is not
+    assert [a.ts for a in alerts(out)] == [110, 107, 105]
 
 
 AGG = """
@@ -427,7 +450,8 @@ def test_events_of_other_kinds_do_not_touch_a_reflex() -> None:
     e = engine(FIRE + COUNT)
     run(e, *[ev("humidity", 50, t) for t in range(100)])
     assert e.stats()["groups"] == 0
-    assert set(e._by_kind) == {"smoke", "temperature", "gas"}
+    assert e.indexed("humidity", ROOM) == []
+    assert e.indexed("gas", ROOM) == ["gas-alarms"]
 
 
 def test_clear_is_armed_by_the_first_alert() -> None:
@@ -478,21 +502,90 @@ def test_index_by_kind_and_site_prefix_skips_reflexes_that_cannot_match() -> Non
         "- id: c3\n  tier: brain\n  when: {kind: gas, site: 'd1/c3/**'}\n  then: [{alert: {to: [fire]}}]\n"
         "- id: d1\n  tier: brain\n  when: {kind: gas, site: 'd1/*/b2'}\n  then: [{alert: {to: [fire]}}]\n"
         "- id: any\n  tier: brain\n  when: {kind: gas, site: '*/c3/**'}\n  then: [{alert: {to: [fire]}}]\n"
+        "- id: b2\n  tier: brain\n  when: {kind: gas, site: 'd1/c3/b2/**'}\n  then: [{alert: {to: [fire]}}]\n"
     )
-    index = e._by_kind["gas"]
-    assert {k: [p.reflex.id for p, _ in v] for k, v in index.items()} == {
-        "": ["any"],
-        "d1": ["d1", "any"],
-        "d1/c3": ["c3", "d1", "any"],
-    }
-    assert [a.reflex for a in alerts(run(e, ev("gas", 1, 1, site="d1/c3/b2")))] == ["c3", "d1", "any"]
+    assert e.indexed("gas", "d2/c3/b2") == ["any"]
+    assert e.indexed("gas", "d1/c4/b2") == ["d1", "any"]
+    assert e.indexed("gas", "d1/c3/b1") == ["c3", "d1", "any"]
+    assert e.indexed("gas", "d1/c3/b2/f1") == ["c3", "d1", "any", "b2"]  # any depth of literal prefix
+    assert [a.reflex for a in alerts(run(e, ev("gas", 1, 1, site="d1/c3/b2")))] == ["c3", "d1", "any", "b2"]
     assert [a.reflex for a in alerts(run(e, ev("gas", 1, 2, sensor="g2", site="d1/c4/b2")))] == ["d1"]
     assert [a.reflex for a in alerts(run(e, ev("gas", 1, 3, sensor="g3", site="d2/c3/b2")))] == ["any"]
+    assert [a.reflex for a in alerts(run(e, ev("gas", 1, 4, sensor="g4", site="d1/c3")))] == ["c3", "any"]
 
 
 def test_index_by_kind_and_district_skips_reflexes_that_cannot_match() -> None:
     e = engine(AGG)  # cold-snap watches temperature only under yuelu/**
-    by_head = e._by_kind["temperature"]
-    assert [p.reflex.id for p, _ in by_head["yuelu"]] == ["freezer-warm", "cold-snap"]
-    assert [p.reflex.id for p, _ in by_head[""]] == ["freezer-warm"]
+    assert e.indexed("temperature", "yuelu/c1") == ["freezer-warm", "cold-snap"]
+    assert e.indexed("temperature", "other/c1") == ["freezer-warm"]
     assert alerts(run(e, ev("temperature", -30, 1, site="other/c1"))) == []
+
+
+THRESHOLDS = """
+- id: hot
+  tier: edge
+  when: {kind: temperature, value: "> 57"}
+  then: [{alert: {to: [fire]}}]
+- id: warm
+  tier: edge
+  when: {kind: temperature, value: ">= 30"}
+  then: [{alert: {to: [fire]}}]
+- id: cold
+  tier: edge
+  when: {kind: temperature, value: "< 0"}
+  then: [{alert: {to: [utilities]}}]
+- id: frost
+  tier: edge
+  when: {kind: temperature, value: "<= 0"}
+  then: [{alert: {to: [utilities]}}]
+- id: band
+  tier: edge
+  when: {kind: temperature, between: [20, 30]}
+  then: [{alert: {to: [health]}}]
+- id: expr
+  tier: edge
+  when: {kind: temperature, where: "value > 40 and tags.zone == 'kitchen'"}
+  then: [{alert: {to: [fire]}}]
+- id: mirrored
+  tier: edge
+  when: {kind: temperature, where: "35 < value"}
+  then: [{alert: {to: [fire]}}]
+- id: label
+  tier: edge
+  when: {kind: temperature, in: [-1, 'broken']}
+  then: [{alert: {to: [building]}}]
+- id: other
+  tier: edge
+  when: {kind: temperature, value: "!= 30"}
+  then: [{alert: {to: [building]}}]
+"""
+
+
+def test_predicates_found_through_the_index_are_exactly_those_that_hold() -> None:
+    readings: list[tuple[object, dict[str, str]]] = [
+        (v, {}) for v in (-5, -1, 0, 0.0, 19.99, 20, 25, 30, 30.0, 35, 35.5, 41, 57, 57.01, 99)
+    ]
+    readings += [(41, {"zone": "kitchen"}), ("broken", {}), (True, {}), ("30", {})]
+    expected: dict[str, Callable[[Any, str | None], bool]] = {
+        "hot": lambda v, z: v > 57,
+        "warm": lambda v, z: v >= 30,
+        "cold": lambda v, z: v < 0,
+        "frost": lambda v, z: v <= 0,
+        "band": lambda v, z: 20 <= v <= 30,
+        "expr": lambda v, z: v > 40 and z == "kitchen",
+        "mirrored": lambda v, z: v > 35,
+        "label": lambda v, z: v == -1,
+        "other": lambda v, z: v != 30,
+    }
+    for n, (value, tags) in enumerate(readings):
+        e = engine(THRESHOLDS)
+        fired = [a.reflex for a in alerts(run(e, ev("temperature", value, n, **tags)))]
+        numeric = type(value) in (int, float)
+        want = [
+            rid
+            for rid, holds in expected.items()
+            if (numeric and holds(value, tags.get("zone")))
+            or (rid == "label" and value == "broken")
+            or (rid == "other" and not numeric)
+        ]
+        assert fired == want, (value, tags)

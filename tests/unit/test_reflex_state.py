@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 
 from reflexes import Engine, load_rules_text
 from reflexes.engine import Output
-from schemas import SensorEvent
+from schemas import Alert, SensorEvent
 from tests.unit.test_reflex_patterns import ABSENT, AGG, CHANGE, CLEAR, COUNT, DISTINCT, ESC, FIRE, FOR, SEQ
 
 RULES = "version: 1\nlateness: 5s\nreflexes:\n" + "".join(
@@ -31,7 +31,9 @@ READINGS = [
     ("water_level", [0.2, 0.8, 1.5]),
     ("pressure", [4.0, 2.0]),
     ("heartbeat", [1]),
-    ("elevator", ["stuck", "ok"]), ("pm25", [50, 90]), ("rain", [20, 40]),
+    ("elevator", ["stuck", "ok"]),
+    ("pm25", [50, 90]),
+    ("rain", [20, 40]),
 ]
 
 step = st.one_of(
@@ -203,3 +205,36 @@ def test_applying_events_twice_changes_nothing(steps: list[tuple[Any, ...]], rep
             doubled.append((*s[:5], 0.0))  # the same reading again, same time: the same event id
     clock, seen = [0.0], list[Output]()
     assert _apply(Engine(rules), doubled, clock, seen) == once
+
+
+def test_state_kept_in_the_previous_versions_form_is_upgraded_on_restore() -> None:
+    rules = load_rules_text(RULES)
+    room, community = SITES[0], "yuelu/c1"
+    old: dict[str, Any] = {
+        "~meta": {"wm": 95.0, "max": 100.0, "late": 0},
+        # distinct kept the latest match per place; value windows had index blocks (lo/hi/s)
+        "gas-cluster|yuelu/c1": {
+            "s": community,
+            "w": {"yuelu/c1/b1": [99.0, "g1"], "yuelu/c1/b2": [100.0, "g2"]},
+        },
+        "water-rise|w1": {
+            "s": room,
+            "w": {"w1": {"t": [99.0], "i": ["x1"], "v": [0.2], "lo": [0.2], "hi": [0.2], "s": [0.2]}},
+        },
+        # all: a condition that had not matched yet was an empty dict
+        f"kitchen-fire|{room}": {"s": room, "w": [{}, {"t": [99.0], "i": ["t1"]}]},
+        "pm25-high|yuelu/c1": {
+            "s": community,
+            "w": {"t": [98.0, 99.0], "i": ["p1", "p2"], "v": [70, 80], "lo": [70], "hi": [80], "s": [150]},
+        },
+    }
+    e = Engine.restore(rules, orjson.dumps(old))
+    out = e.process(SensorEvent(site="yuelu/c1/b3", sensor="g3", kind="gas", value=60, ts=101))
+    out += e.process(SensorEvent(site=room, sensor="w1", kind="water_level", value=0.8, ts=101))
+    out += e.process(SensorEvent(site="yuelu/c1/b4", sensor="p3", kind="pm25", value=90, ts=101))
+    out += e.process(SensorEvent(site=room, sensor="s1", kind="smoke", value=0.3, ts=101))
+    fired = {a.reflex: a for a in out if isinstance(a, Alert)}
+    assert {"gas-cluster", "water-rise", "pm25-high", "kitchen-fire"} <= set(fired)
+    assert fired["kitchen-fire"].evidence[1] == "t1"  # the heat kept from before the upgrade
+    assert fired["gas-cluster"].first_event_ts == 99.0 and fired["water-rise"].evidence[0] == "x1"
+    assert fired["pm25-high"].first_event_ts == 98.0  # (70 + 80 + 90) / 3 = 80 > 75

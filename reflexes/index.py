@@ -1,0 +1,169 @@
+"""The engine's index: the conditions an event can match, found without testing the others.
+
+Conditions are filed by kind and by the literal prefix of their site glob (`d1/c3` of `d1/c3/**`): an event
+is looked up under the deepest prefix of its site that some condition names, which holds every condition
+whose prefix the site starts with. Inside that bucket a condition whose predicate compares the value with
+a number (`value: "> 57"`, `between`, a `where` with `value > 57 and …`) sits in a list sorted by that
+number, so one bisect yields the ones the event's value passes; equality and `in` predicates sit in a dict
+by value. Only those candidates are tested, and only for what the index did not decide: a glob that is
+its prefix plus `**` needs no regex, an exact comparison no predicate call. Conditions without a predicate
+are candidates whenever their selectors pass. `for` conditions are filed the same way and also listed in
+`watch`, with which the engine finds the events that break a run (selected, but failing the predicate).
+
+Candidates come back sorted by (rule order, condition index), so the engine's outputs keep rule-set order.
+"""
+
+from __future__ import annotations
+
+from bisect import bisect_left, bisect_right
+from collections.abc import Callable, Iterable
+from typing import Any, Generic, TypeVar
+
+from reflexes.conditions import type_key
+from reflexes.model import Condition
+
+P = TypeVar("P")
+Check = Callable[[Any], bool]
+# (rule order, condition index, plan, selectors left to test or None, predicate left to test or None)
+Entry = tuple[int, int, P, Check | None, Check | None]
+Found = list[tuple[int, int, P]]
+SITE_CACHE_MAX = 200_000
+
+
+class Bucket(Generic[P]):
+    """The conditions of one kind that can match a site under one prefix, arranged by predicate."""
+
+    __slots__ = ("always", "eq", "found", "ge", "gt", "le", "lt", "other", "watch")
+
+    def __init__(self, entries: Iterable[tuple[Entry[P], Condition, bool]]) -> None:
+        self.found: Found[P] = []  # conditions the index decides entirely: candidates for every event
+        self.always: list[Entry[P]] = []
+        self.other: list[Entry[P]] = []
+        # (plan, selectors left, predicate) of conditions whose failures matter (`for` runs)
+        self.watch: list[tuple[P, Check | None, Check]] = []
+        self.eq: dict[tuple[str, object], list[Entry[P]]] = {}
+        bounds: dict[str, list[tuple[float, Entry[P]]]] = {">": [], ">=": [], "<": [], "<=": []}
+        for entry, c, watched in entries:
+            if watched and not c.always:
+                self.watch.append((entry[2], c.rest, c.holds))
+            if c.always and entry[3] is None:
+                self.found.append(entry[:3])
+            elif c.always:
+                self.always.append(entry)
+            elif c.bound is not None:
+                bounds[c.bound[0]].append((c.bound[1], entry))
+            elif c.members is not None:
+                for m in c.members:
+                    self.eq.setdefault(m, []).append(entry)
+            else:
+                self.other.append(entry)
+        # (sorted bounds, their entries) per comparison; None when the bucket has none
+        self.gt, self.ge, self.lt, self.le = (_sorted(bounds[op]) for op in (">", ">=", "<", "<="))
+
+    def match(self, ev: Any) -> Found[P]:
+        """The candidates `ev` matches, sorted by (rule order, condition index)."""
+        found = self.found[:]
+        add = found.append
+        for order, i, plan, rest, _ in self.always:
+            if rest is None or rest(ev):
+                add((order, i, plan))
+        v = ev.value
+        if type(v) is float or type(v) is int:
+            if self.gt is not None:  # value > x for every x below v
+                _pick(self.gt[1][: bisect_left(self.gt[0], v)], ev, add)
+            if self.ge is not None:
+                _pick(self.ge[1][: bisect_right(self.ge[0], v)], ev, add)
+            if self.lt is not None:
+                _pick(self.lt[1][bisect_right(self.lt[0], v) :], ev, add)
+            if self.le is not None:
+                _pick(self.le[1][bisect_left(self.le[0], v) :], ev, add)
+        if self.eq:
+            same = self.eq.get(type_key(v))
+            if same is not None:
+                _pick(same, ev, add)
+        if self.other:
+            _pick(self.other, ev, add)
+        if len(found) > 1:
+            found.sort()  # by (order, index): unique per condition, so plans are never compared
+        return found
+
+    def plans(self) -> list[P]:
+        """Every plan filed here, in rule order (for introspection and tests)."""
+        entries: list[Any] = [*self.found, *self.always, *self.other]
+        entries += [e for lst in self.eq.values() for e in lst]
+        for pair in (self.gt, self.ge, self.lt, self.le):
+            if pair is not None:
+                entries += pair[1]
+        ranked = sorted({(e[0], id(e[2])): e for e in entries}.values(), key=_rank)
+        return [e[2] for e in ranked]
+
+
+def _rank(x: tuple[int, int, Any] | Entry[Any]) -> tuple[int, int]:
+    return x[0], x[1]
+
+
+def _sorted(pairs: list[tuple[float, Entry[P]]]) -> tuple[list[float], list[Entry[P]]] | None:
+    if not pairs:
+        return None
+    pairs.sort(key=lambda p: p[0])
+    return [p[0] for p in pairs], [p[1] for p in pairs]
+
+
+def _pick(entries: list[Entry[P]], ev: Any, add: Callable[[tuple[int, int, P]], None]) -> None:
+    for order, i, plan, rest, holds in entries:
+        if (rest is None or rest(ev)) and (holds is None or holds(ev)):
+            add((order, i, plan))
+
+
+class Index(Generic[P]):
+    """kind → site prefix → `Bucket`, over the conditions of a rule set."""
+
+    def __init__(self, conditions: list[tuple[int, int, P, Condition, bool]]) -> None:
+        """`conditions`: (rule order, condition index, plan, condition, watched: its failures matter) for
+        every condition of every reflex."""
+        keys = {""}
+        for *_, c, _ in conditions:
+            parts = c.site_prefix.split("/") if c.site_prefix else []
+            keys.update("/".join(parts[: n + 1]) for n in range(len(parts)))
+        self.keys = frozenset(keys)
+        kinds = {c.kind for *_, c, _ in conditions if c.kind is not None}
+        self.by_kind: dict[str, dict[str, Bucket[P]]] = {
+            kind: self._buckets([x for x in conditions if x[3].kind in (None, kind)]) for kind in kinds
+        }
+        self.wild: dict[str, Bucket[P]] = self._buckets([x for x in conditions if x[3].kind is None])
+        self.sites: dict[str, tuple[str, list[str]]] = {}
+
+    def _buckets(self, conditions: list[tuple[int, int, P, Condition, bool]]) -> dict[str, Bucket[P]]:
+        """A bucket for every key: a key's conditions are its parent's plus those whose prefix is the key
+        itself; a key that adds none shares its parent's bucket."""
+        at: dict[str, list[tuple[Entry[P], Condition, bool]]] = {}
+        for order, i, plan, c, watched in conditions:
+            holds = None if c.always or c.exact else c.holds  # left to test unless the index decides it
+            at.setdefault(c.site_prefix, []).append(((order, i, plan, c.rest, holds), c, watched))
+        buckets: dict[str, Bucket[P]] = {}
+        members: dict[str, list[tuple[Entry[P], Condition, bool]]] = {}
+        for key in sorted(self.keys, key=lambda k: (k.count("/") if k else -1, k)):
+            parent = key.rsplit("/", 1)[0] if "/" in key else ""
+            inherited = members.get(parent, []) if key else []
+            own = at.get(key, [])
+            if key and not own:
+                buckets[key], members[key] = buckets[parent], inherited
+                continue
+            members[key] = sorted([*inherited, *own], key=lambda x: _rank(x[0]))
+            buckets[key] = Bucket(members[key])
+        return buckets
+
+    def site(self, site: str) -> tuple[str, list[str]]:
+        """(the deepest prefix of `site` the index knows, the site's prefixes by level), cached."""
+        if len(self.sites) >= SITE_CACHE_MAX:
+            self.sites.clear()
+        parts = site.split("/")
+        prefixes = ["/".join(parts[: i + 1]) for i in range(len(parts))]
+        key = next((p for p in reversed(prefixes) if p in self.keys), "")
+        self.sites[site] = found = (key, prefixes)
+        return found
+
+    def bucket(self, kind: str, site: str) -> Bucket[P]:
+        """The bucket an event of `kind` at `site` is looked up in."""
+        key, _ = self.sites.get(site) or self.site(site)
+        return self.by_kind.get(kind, self.wild)[key]
