@@ -66,7 +66,7 @@ def git_state(*paths: str) -> dict[str, Any]:
             done = subprocess.run(["git", *args], cwd=root, capture_output=True, text=True, timeout=10)
         except (OSError, subprocess.TimeoutExpired):
             return ""
-        return done.stdout.strip() if done.returncode == 0 else ""
+        return done.stdout.rstrip("\n") if done.returncode == 0 else ""  # status lines start with a space
 
     status = git("status", "--porcelain", "--", *paths)
     return {
