@@ -21,7 +21,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from bench.report import Row, git_state, machine_info, render_markdown
+from bench.report import Row, machine_info, render_markdown
 
 BENCH = Path(__file__).resolve().parent
 REPO = BENCH.parent
@@ -214,8 +214,7 @@ def combine(out: Path) -> dict[str, Any]:
     reports = {name: data for name in ("edge", "brain") if (data := _load(out, name)) is not None}
     if not reports:
         raise FileNotFoundError(f"no edge-report.json or brain-report.json in {out}")
-    machine = machine_info()
-    machine["git"] = git_state("bench", "edge_agent", "brain_bridge", "reflexes")
+    machine = machine_info()  # where the reports were combined; each note says where its report was measured
     series: dict[str, list[dict[str, Any]]] = {}
     rows: list[Row] = []
     figures: dict[str, Any] = {}
@@ -227,8 +226,11 @@ def combine(out: Path) -> dict[str, Any]:
         figures[name] = figs
         rows += fig_rows + tier_rows
         m = data.get("machine", {})
+        commit = (m.get("git") or {}).get("commit") or data.get("config", {}).get("code", {}).get(
+            "commit", "?"
+        )
         notes.append(
-            f"{name}: measured {m.get('date', '?')}, load average {m.get('loadavg', '?')}, "
+            f"{name}: measured {m.get('date', '?')} at commit {commit}, load average {m.get('loadavg', '?')}, "
             f"{'quick' if data.get('config', {}).get('quick') else 'full'} run; details in {name}-report.md"
         )
     notes.append(
