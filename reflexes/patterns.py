@@ -257,7 +257,8 @@ class AggregateEval(Evaluator):
         s, n, test = ev.ts, len(t), self.test
         b = n if k == n - 1 else bisect_right(t, s, k)
         hits = None
-        if not self._cooling(state, s, s):
+        last = state.get("la")
+        if last is None or not last - self.quiet < s < last + self.quiet:  # else the cooldown suppresses it
             a = bisect_left(t, s - d, 0, k)
             if self._holds(state, a, b):
                 hits = [self._hit(state, a, b)]
@@ -365,7 +366,8 @@ class ChangeEval(Evaluator):
             return None
         s = ev.ts
         hits = None
-        if not self._cooling(state, s, s):
+        last = state.get("la")
+        if last is None or not last - self.quiet < s < last + self.quiet:  # else the cooldown suppresses it
             hit = self._judge(w, k)
             if hit is not None:
                 hits = [hit]
