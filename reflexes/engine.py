@@ -48,7 +48,7 @@ def alert_id(reflex: str, group: str, window_start: float, action: int) -> str:
 _ONE = [0]  # `which` of a match of a reflex with one condition (never mutated)
 
 
-@dataclass(eq=False)
+@dataclass(eq=False, slots=True)
 class _Plan:
     reflex: Reflex
     evaluator: Evaluator

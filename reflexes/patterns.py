@@ -66,6 +66,8 @@ class Evaluator:
     predicate (they break a `for` run). `quiet` is the cooldown the engine applies to the reflex's alerts
     (0 when the reflex has a `clear`: then every moment that holds counts)."""
 
+    __slots__ = ("quiet", "within")
+
     wants_misses = False
 
     def __init__(self, pattern: Pattern, within: float | None, quiet: float = 0.0) -> None:
@@ -92,12 +94,16 @@ class Evaluator:
 
 
 class SingleEval(Evaluator):
+    __slots__ = ()
+
     def match(self, state: dict[str, Any], ev: Any, which: list[int], wm: float) -> list[Hit] | None:
         return [(ev.ts, ev.ts, ev.ts, [ev.id])]
 
 
 class HeldEval(Evaluator):
     """`for: D`: w = {sensor: [run start, fired]}."""
+
+    __slots__ = ("duration",)
 
     wants_misses = True
 
@@ -145,6 +151,8 @@ def _later(t: list[float], first: int, until: float) -> list[tuple[int, int]]:
 class CountEval(Evaluator):
     """`count`: w = a match window."""
 
+    __slots__ = ("test",)
+
     def __init__(self, pattern: Count, within: float | None, quiet: float = 0.0) -> None:
         super().__init__(pattern, within, quiet)
         self.test = pattern.test
@@ -182,6 +190,8 @@ class CountEval(Evaluator):
 class AggregateEval(Evaluator):
     """`avg`/`min`/`max`/`sum` of the numeric matches: the group's state is itself the value window (see
     windows.py; its keys do not collide with the engine's), one dict less per group."""
+
+    __slots__ = ("avg", "bounded", "fn", "monotone", "op", "span", "test")
 
     def __init__(self, pattern: Aggregate, within: float | None, quiet: float = 0.0) -> None:
         super().__init__(pattern, within, quiet)
@@ -288,6 +298,8 @@ class ChangeEval(Evaluator):
     one sensor (`per: sensor`); rise = latest − lowest, fall = highest − latest, where "latest" is the
     reading at the moment judged."""
 
+    __slots__ = ("by_sensor", "monotone", "rise", "span", "test")
+
     def __init__(
         self, pattern: Change, within: float | None, quiet: float = 0.0, by_sensor: bool = False
     ) -> None:
@@ -385,6 +397,8 @@ class ChangeEval(Evaluator):
 class DistinctEval(Evaluator):
     """`distinct`: w = a match window with the place (site at LEVEL) of each match in "p"."""
 
+    __slots__ = ("level", "test")
+
     def __init__(self, pattern: Distinct, within: float | None, quiet: float = 0.0) -> None:
         super().__init__(pattern, within, quiet)
         self.test = pattern.test
@@ -441,6 +455,8 @@ class DistinctEval(Evaluator):
 
 class AllEval(Evaluator):
     """`all`: w = one match window per condition."""
+
+    __slots__ = ("n",)
 
     def __init__(self, pattern: AllOf | Sequence, within: float | None, quiet: float = 0.0) -> None:
         super().__init__(pattern, within, quiet)
@@ -507,6 +523,8 @@ class AllEval(Evaluator):
 class SequenceEval(AllEval):
     """`sequence`: judged at each match of its last step; earlier steps are taken latest-first."""
 
+    __slots__ = ()
+
     def _chain(self, windows: list[Window], j: int, without: str | None = None) -> Hit | None:
         """The hit at the last step's match j, if a chain of earlier steps (not using the event
         `without`) leads to it within the window."""
@@ -546,6 +564,8 @@ class SequenceEval(AllEval):
 
 class AbsentEval(Evaluator):
     """`absent`: matches only re-arm; the engine's timers decide silence (see Engine._absent_due)."""
+
+    __slots__ = ("duration",)
 
     def __init__(self, pattern: Absent, within: float | None, quiet: float = 0.0) -> None:
         super().__init__(pattern, within, quiet)
