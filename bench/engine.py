@@ -202,7 +202,8 @@ def _notes(data: dict[str, Any]) -> list[str]:
         f"Throughput is the median of {cfg['repeats']} runs on a fresh engine without per-call timers; "
         "latency comes from a separate run timing every call (timer overhead "
         f"≈ {a['latency_ns']['timer_overhead_ns']} ns, included). Events are prebuilt and frozen out of the "
-        "garbage collector (`gc.freeze`); the engine's own allocations are collected as usual.",
+        "garbage collector (`gc.freeze`), and so is each fresh engine with its rule set before it runs, as "
+        "the edge agent does at start; what the engine allocates while running is collected as usual.",
         "Memory per rule: tracemalloc of loading the rule set and building the engine, divided by the number "
         "of rules. State per group: tracemalloc of what the engine retains after the run (state, timers, "
         "site cache) over `stats()['groups']`.",

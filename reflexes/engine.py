@@ -48,7 +48,7 @@ def alert_id(reflex: str, group: str, window_start: float, action: int) -> str:
 _ONE = [0]  # `which` of a match of a reflex with one condition (never mutated)
 
 
-@dataclass(eq=False)
+@dataclass(eq=False, slots=True)
 class _Plan:
     reflex: Reflex
     evaluator: Evaluator
@@ -56,6 +56,7 @@ class _Plan:
     level: int | None  # the site level of `per`, None for per sensor
     multi: bool  # more than one condition (all, sequence)
     running: set[str] | None  # `for`: the groups with a run in progress (their state holds one)
+    match: Callable[[State, Any, list[int], float], list[Hit] | None]  # evaluator.match, bound once
     absent: Absent | None
     clear: ClearAction | None
     escalations: tuple[tuple[int, EscalateAction], ...]
@@ -103,6 +104,7 @@ class Engine:
                 level=r.per_level,
                 multi=len(r.conditions) > 1,
                 running=set() if evaluator.wants_misses else None,
+                match=evaluator.match,
                 absent=r.pattern if isinstance(r.pattern, Absent) else None,
                 clear=next((a for a in r.actions if isinstance(a, ClearAction)), None),
                 escalations=tuple((i, a) for i, a in enumerate(r.actions) if isinstance(a, EscalateAction)),
@@ -188,8 +190,17 @@ class Engine:
         bucket = index.by_kind.get(ev.kind, index.wild)[key]
         found = bucket.match(ev)
         for plan, rest, holds in bucket.watch:
-            if plan.running and (rest is None or rest(ev)) and not holds(ev):
-                self._miss(plan, ev, prefixes)
+            running = plan.running
+            if running:
+                group = (
+                    ev.sensor
+                    if plan.level is None
+                    else prefixes[plan.level]
+                    if len(prefixes) > plan.level
+                    else ""
+                )
+                if group in running and (rest is None or rest(ev)) and not holds(ev):
+                    self._miss(plan, group, ev)
         get, put, wm = self._get, self._put, self.watermark
         j, n = 0, len(found)
         while j < n:
@@ -215,7 +226,7 @@ class Engine:
             if plan.absent is not None:
                 out.extend(self._absent_match(plan, gkey, state, group, ev))
             else:
-                hits = plan.evaluator.match(state, ev, which, wm)
+                hits = plan.match(state, ev, which, wm)
                 if plan.running is not None:
                     plan.running.add(group)
                 if hits is not None:
@@ -229,19 +240,10 @@ class Engine:
             put(gkey, state)
         return out
 
-    def _miss(self, plan: _Plan, ev: Any, prefixes: list[str]) -> None:
-        """`ev` is selected by the plan's `for` condition but fails its predicate: it breaks a run of its
-        group, if the group has one."""
+    def _miss(self, plan: _Plan, group: str, ev: Any) -> None:
+        """`ev` is selected by the plan's `for` condition but fails its predicate: it breaks the run of
+        `group`, which has one."""
         assert plan.running is not None
-        level = plan.level
-        if level is None:
-            group = ev.sensor
-        elif len(prefixes) > level:
-            group = prefixes[level]
-        else:
-            return
-        if group not in plan.running:
-            return
         gkey = plan.prefix + group
         state = self._get(gkey)
         if state is not None and plan.evaluator.miss(state, ev):

@@ -28,6 +28,7 @@ Check = Callable[[Any], bool]
 Entry = tuple[int, int, P, Check | None, Check | None]
 Found = list[tuple[int, int, P]]
 SITE_CACHE_MAX = 200_000
+_NO_MEMBERS: dict[Any, Any] = {}  # shared by the buckets without equality predicates; never written
 
 
 class Bucket(Generic[P]):
@@ -36,33 +37,41 @@ class Bucket(Generic[P]):
     __slots__ = ("always", "eq", "found", "ge", "gt", "le", "lt", "other", "watch")
 
     def __init__(self, entries: Iterable[tuple[Entry[P], Condition, bool]]) -> None:
-        self.found: Found[P] = []  # conditions the index decides entirely: candidates for every event
-        self.always: list[Entry[P]] = []
-        self.other: list[Entry[P]] = []
+        found: Found[P] = []  # conditions the index decides entirely: candidates for every event
+        always: list[Entry[P]] = []
+        other: list[Entry[P]] = []
         # (plan, selectors left, predicate) of conditions whose failures matter (`for` runs)
-        self.watch: list[tuple[P, Check | None, Check]] = []
-        self.eq: dict[tuple[str, object], list[Entry[P]]] = {}
+        watch: list[tuple[P, Check | None, Check]] = []
+        eq: dict[tuple[str, object], list[Entry[P]]] = {}
         bounds: dict[str, list[tuple[float, Entry[P]]]] = {">": [], ">=": [], "<": [], "<=": []}
         for entry, c, watched in entries:
             if watched and not c.always:
-                self.watch.append((entry[2], c.rest, c.holds))
+                watch.append((entry[2], c.rest, c.holds))
             if c.always and entry[3] is None:
-                self.found.append(entry[:3])
+                found.append(entry[:3])
             elif c.always:
-                self.always.append(entry)
+                always.append(entry)
             elif c.bound is not None:
                 bounds[c.bound[0]].append((c.bound[1], entry))
             elif c.members is not None:
                 for m in c.members:
-                    self.eq.setdefault(m, []).append(entry)
+                    eq.setdefault(m, []).append(entry)
             else:
-                self.other.append(entry)
+                other.append(entry)
+        # tuples: most buckets have few of each, and an empty tuple costs nothing
+        self.found, self.always, self.other, self.watch = (
+            tuple(found),
+            tuple(always),
+            tuple(other),
+            tuple(watch),
+        )
+        self.eq = {m: tuple(lst) for m, lst in eq.items()} or _NO_MEMBERS
         # (sorted bounds, their entries) per comparison; None when the bucket has none
         self.gt, self.ge, self.lt, self.le = (_sorted(bounds[op]) for op in (">", ">=", "<", "<="))
 
     def match(self, ev: Any) -> Found[P]:
         """The candidates `ev` matches, sorted by (rule order, condition index)."""
-        found = self.found[:]
+        found = [*self.found]
         add = found.append
         for order, i, plan, rest, _ in self.always:
             if rest is None or rest(ev):
@@ -90,7 +99,7 @@ class Bucket(Generic[P]):
     def plans(self) -> list[P]:
         """Every plan filed here, in rule order (for introspection and tests)."""
         entries: list[Any] = [*self.found, *self.always, *self.other]
-        entries += [e for lst in self.eq.values() for e in lst]
+        entries += [e for tup in self.eq.values() for e in tup]
         for pair in (self.gt, self.ge, self.lt, self.le):
             if pair is not None:
                 entries += pair[1]
@@ -102,14 +111,14 @@ def _rank(x: tuple[int, int, Any] | Entry[Any]) -> tuple[int, int]:
     return x[0], x[1]
 
 
-def _sorted(pairs: list[tuple[float, Entry[P]]]) -> tuple[list[float], list[Entry[P]]] | None:
+def _sorted(pairs: list[tuple[float, Entry[P]]]) -> tuple[list[float], tuple[Entry[P], ...]] | None:
     if not pairs:
         return None
     pairs.sort(key=lambda p: p[0])
-    return [p[0] for p in pairs], [p[1] for p in pairs]
+    return [p[0] for p in pairs], tuple(p[1] for p in pairs)
 
 
-def _pick(entries: list[Entry[P]], ev: Any, add: Callable[[tuple[int, int, P]], None]) -> None:
+def _pick(entries: tuple[Entry[P], ...], ev: Any, add: Callable[[tuple[int, int, P]], None]) -> None:
     for order, i, plan, rest, holds in entries:
         if (rest is None or rest(ev)) and (holds is None or holds(ev)):
             add((order, i, plan))
