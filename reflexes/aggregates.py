@@ -9,6 +9,7 @@ from typing import Any
 from reflexes.judging import MAX_EVIDENCE, Evaluator, Hit, later
 from reflexes.model import Aggregate, Change
 from reflexes.windows import (
+    BLOCK,
     Window,
     evict_values,
     insert_value,
@@ -54,6 +55,9 @@ class AggregateEval(Evaluator):
         """Whether the test holds on entries [a, b): decided from block summaries when the bounds they give
         fall on one side of the threshold (see span_range), else from the readings."""
         test = self.test
+        if b - a <= 2 * BLOCK or "bn" not in w:  # few readings: summed directly
+            x = self.span(w, a, b)
+            return test(x / (b - a) if self.avg else x)
         bounds = span_range(w, a, b, self.bounded)
         if bounds is not None:
             lo, hi = bounds
@@ -216,11 +220,12 @@ class ChangeEval(Evaluator):
             hit = self._judge(w, k)
             if hit is not None:
                 hits = [hit]
-        if k + 1 < len(t) and not self._cooling(state, t[k + 1], min(s + d, t[-1])):
+        first = bisect_left(t, s, 0, k)  # readings at the same time came before it: their windows hold it too
+        if (first < k or k + 1 < len(t)) and not self._cooling(state, s, min(s + d, t[-1])):
             test, rise, values = self.test, self.rise, w["v"]
-            for j in range(k + 1, bisect_right(t, s + d, k + 1)):
+            for j in range(first, bisect_right(t, s + d, k + 1)):
                 # a later reading of the sensor now has this one in its window: only as its new extreme
-                if test(values[j] - v if rise else v - values[j]):
+                if j != k and test(values[j] - v if rise else v - values[j]):
                     hit = self._judge(w, j)
                     if hit is not None and self._judge(w, j, k) is None:
                         hits = [*(hits or ()), hit]

@@ -83,6 +83,9 @@ class Engine:
             self._put: Callable[[str, State], None] = self.store.data.__setitem__
         else:
             self._get, self._put = self.store.get, self.store.put
+        # A MemoryStore hands out the very dicts it keeps: changed in place, a state needs no put but its
+        # first. Any other store is told of every change (a changelogged table must see each one).
+        self._changelog = type(self.store) is not MemoryStore
         self._install(rules.tier(tier))
 
     # ------------------------------------------------------------ plan and index
@@ -201,7 +204,7 @@ class Engine:
                 )
                 if group in running and (rest is None or rest(ev)) and not holds(ev):
                     self._miss(plan, group, ev)
-        get, put, wm = self._get, self._put, self.watermark
+        get, put, wm, changelog = self._get, self._put, self.watermark, self._changelog
         j, n = 0, len(found)
         while j < n:
             order, i, plan = found[j]
@@ -223,6 +226,7 @@ class Engine:
             state = get(gkey)
             if state is None:
                 state = {"s": site}
+                put(gkey, state)
             if plan.absent is not None:
                 out.extend(self._absent_match(plan, gkey, state, group, ev))
             else:
@@ -237,7 +241,8 @@ class Engine:
                             )
                         else:
                             self._sustain(plan, gkey, state, hit[0])
-            put(gkey, state)
+            if changelog:
+                put(gkey, state)
         return out
 
     def _miss(self, plan: _Plan, group: str, ev: Any) -> None:

@@ -82,6 +82,7 @@ def parse_yaml(text: str) -> Any:
         mark = e.problem_mark or e.context_mark
         line = mark.line + 1 if mark is not None else 1
         raise YamlSyntaxError(f"YAML syntax error: {e.problem or e.context}", line) from None
-    except (YAMLError, RecursionError, ValueError, TypeError) as e:
-        raise YamlSyntaxError(f"YAML error: {e}", 1) from None
+    except (YAMLError, RecursionError, ValueError, TypeError, IndexError, KeyError) as e:
+        # ruamel itself fails on some odd scalars (an IndexError on "-_"): still the file's fault
+        raise YamlSyntaxError(f"YAML error: {e!r}", 1) from None
     return _plain(doc, 1)

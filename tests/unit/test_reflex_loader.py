@@ -209,6 +209,12 @@ _keys = st.sampled_from(
 )
 
 
+def test_a_scalar_the_yaml_library_trips_on_is_a_located_error() -> None:
+    with pytest.raises(RuleSetError) as caught:
+        load_rules_text("-_", "odd.yaml")  # ruamel raises IndexError reading it as an int
+    assert [(e.file, e.line) for e in caught.value.errors] == [("odd.yaml", 1)]
+
+
 @settings(max_examples=300, deadline=None)
 @given(st.text(_yaml_alphabet, max_size=200))
 def test_fuzz_loader_random_text(text: str) -> None:

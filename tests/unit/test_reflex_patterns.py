@@ -303,6 +303,14 @@ def test_rise_and_fall_are_per_sensor_within_the_window() -> None:
     assert [(a.reflex, a.first_event_ts) for a in alerts(out)] == [("pressure-drop", 0)]
 
 
+def test_rise_and_fall_judge_each_of_two_readings_at_one_time_in_either_order() -> None:
+    low, high = ev("water_level", 0.1, 100), ev("water_level", 0.9, 100)  # one sensor, one instant
+    one = alerts(run(engine(CHANGE), low, high))
+    other = alerts(run(engine(CHANGE), high, low))
+    assert [a.reflex for a in one] == [a.reflex for a in other] == ["water-rise"]
+    assert one == other  # the 0.9 rose 0.8 from the 0.1 beside it, whichever arrived first
+
+
 DISTINCT = """
 - id: gas-cluster
   tier: brain
