@@ -23,7 +23,8 @@ class Store(ABC):
 
     @abstractmethod
     def put(self, key: str, state: State) -> None:
-        """Record `state` under `key`; called after every change, so a changelogged store stays current."""
+        """Record `state` under `key`; called after every change, so a changelogged store stays current
+        (except on a `MemoryStore`, whose dicts the engine changes in place: it sees only a state's first)."""
 
     @abstractmethod
     def delete(self, key: str) -> None: ...
