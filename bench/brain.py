@@ -51,8 +51,8 @@ from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import KafkaError, TopicAlreadyExistsError
 
 from bench.city import T0, build_city, make_events
-from bench.mqtt_baseline import percentiles
-from bench.report import Row, git_state, machine_info, write_report
+from bench.mqtt_baseline import pacing, percentiles
+from bench.report import Row, git_state, machine_info, wait_quiet, write_report
 
 REPO = Path(__file__).resolve().parents[1]
 EXAMPLES = REPO / "examples" / "city"
@@ -158,20 +158,6 @@ def kafka_pid() -> int | None:
         return int(KAFKA_PIDFILE.read_text().strip())
     except (OSError, ValueError):
         return None
-
-
-def wait_quiet(max_load: float, max_wait_s: float) -> dict[str, Any]:
-    """Wait until the 1-minute load average is below `max_load`, for at most `max_wait_s` seconds."""
-    t0 = time.monotonic()
-    while os.getloadavg()[0] >= max_load and time.monotonic() - t0 < max_wait_s:
-        time.sleep(5)
-    load = os.getloadavg()[0]
-    return {
-        "max_load": max_load,
-        "waited_s": round(time.monotonic() - t0, 1),
-        "load_1m": round(load, 2),
-        "quiet": load < max_load,
-    }
 
 
 class CpuWatch:
@@ -349,14 +335,7 @@ async def paced(count: int, rate: float, send: Callable[[int], Awaitable[None]])
             lags.append(now - due)
             await send(i)
             i += 1
-    wall = clock() - start
-    p = percentiles(lags)
-    return {
-        "lag_p50_ms": p.get("p50_ms", 0.0),
-        "lag_p99_ms": p.get("p99_ms", 0.0),
-        "lag_max_ms": p.get("max_ms", 0.0),
-        "achieved_per_s": round(count / wall, 1) if wall > 0 else 0.0,
-    }
+    return pacing(lags, count, clock() - start)
 
 
 async def delivery_errors(futures: Sequence[Any]) -> int:

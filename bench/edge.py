@@ -41,7 +41,7 @@ import orjson
 from aiokafka import AIOKafkaConsumer
 
 from bench.mqtt_baseline import Client, paced, percentiles, raw_round_trip, wait_for
-from bench.report import Row, machine_info, write_report
+from bench.report import Row, git_state, machine_info, wait_quiet, write_report
 from tests.integration.edge_kit import REPO, Gateway, launcher, wait_until
 
 TARGET_RATE, TARGET_P99_MS, TARGET_RSS_MB = 20_000.0, 5.0, 80.0
@@ -149,35 +149,8 @@ def broker_pid(name: str) -> int | None:
 
 def code_version() -> dict[str, Any]:
     """The commit benchmarked, and the agent's source files that differ from it (others edit the tree)."""
-
-    def git(*args: str) -> str:
-        try:
-            done = subprocess.run(
-                ["git", *args], cwd=REPO, capture_output=True, text=True, timeout=10, check=False
-            )
-        except (OSError, subprocess.SubprocessError):
-            return ""
-        return done.stdout.strip()
-
-    dirty = git("status", "--porcelain", "--", "edge_agent", "reflexes", "schemas", "nerve_cli")
-    return {
-        "commit": git("rev-parse", "--short", "HEAD"),
-        "uncommitted": [line[3:] for line in dirty.splitlines()],
-    }
-
-
-def wait_quiet(max_load: float, max_wait_s: float) -> dict[str, Any]:
-    """Wait until the 1-minute load average is below `max_load`, for at most `max_wait_s` seconds."""
-    t0 = time.monotonic()
-    while os.getloadavg()[0] >= max_load and time.monotonic() - t0 < max_wait_s:
-        time.sleep(5)
-    load = os.getloadavg()[0]
-    return {
-        "max_load": max_load,
-        "waited_s": round(time.monotonic() - t0, 1),
-        "load_1m": round(load, 2),
-        "quiet": load < max_load,
-    }
+    state = git_state("edge_agent", "reflexes", "schemas", "nerve_cli")
+    return {"commit": state["commit"], "uncommitted": state["dirty"]}
 
 
 def other_kafka_clients(port: int, exclude: set[int]) -> list[str]:

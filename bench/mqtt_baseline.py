@@ -130,6 +130,17 @@ class Client:
         self.paho.loop_stop()
 
 
+def pacing(lags: Sequence[float], count: int, wall_s: float) -> dict[str, float]:
+    """How far `count` sends over `wall_s` seconds lagged their due times (`lags`, s), in ms, and the rate."""
+    p = percentiles(lags)
+    return {
+        "lag_p50_ms": p.get("p50_ms", 0.0),
+        "lag_p99_ms": p.get("p99_ms", 0.0),
+        "lag_max_ms": p.get("max_ms", 0.0),
+        "achieved_per_s": round(count / wall_s, 1) if wall_s > 0 else 0.0,
+    }
+
+
 def paced(count: int, rate: float, send: Callable[[int], None]) -> dict[str, float]:
     """Call `send(i)` for i in 0..count-1, each at its due time start + i/rate (sleeping, never spinning:
     a spin would hold the GIL from the network threads whose callbacks take the receipt times).
@@ -145,14 +156,7 @@ def paced(count: int, rate: float, send: Callable[[int], None]) -> dict[str, flo
             now = clock()
         lags.append(now - due)
         send(i)
-    wall = clock() - start
-    p = percentiles(lags)
-    return {
-        "lag_p50_ms": p.get("p50_ms", 0.0),
-        "lag_p99_ms": p.get("p99_ms", 0.0),
-        "lag_max_ms": p.get("max_ms", 0.0),
-        "achieved_per_s": round(count / wall, 1) if wall > 0 else 0.0,
-    }
+    return pacing(lags, count, clock() - start)
 
 
 def wait_for(condition: Callable[[], bool], timeout_s: float, every_s: float = 0.02) -> bool:

@@ -14,6 +14,7 @@ import os
 import platform
 import subprocess
 import sys
+import time
 from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
@@ -138,3 +139,17 @@ def write_report(
     json_path.write_text(json.dumps(doc, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
     md_path.write_text(render_markdown(title or f"{name} benchmark", machine, rows, notes), encoding="utf-8")
     return json_path, md_path
+
+
+def wait_quiet(max_load: float, max_wait_s: float) -> dict[str, Any]:
+    """Wait until the 1-minute load average is below `max_load`, for at most `max_wait_s` seconds."""
+    t0 = time.monotonic()
+    while os.getloadavg()[0] >= max_load and time.monotonic() - t0 < max_wait_s:
+        time.sleep(5)
+    load = os.getloadavg()[0]
+    return {
+        "max_load": max_load,
+        "waited_s": round(time.monotonic() - t0, 1),
+        "load_1m": round(load, 2),
+        "quiet": load < max_load,
+    }
