@@ -71,6 +71,31 @@ class RecentIds:
         return False
 
 
+class OffsetWatch:
+    """Notices records an agent never got: the input topics are neither compacted nor transactional, so
+    within one partition every offset reaches the agent in turn, and a jump forward means Faust dropped
+    records it had fetched (as faust-streaming#596 did). Jumps back are normal: a rebalance seeks to the
+    committed offset."""
+
+    def __init__(self) -> None:
+        self.last: dict[tuple[str, int], int] = {}
+        self.skipped = 0
+
+    def saw(self, topic: str, partition: int, offset: int) -> None:
+        last = self.last.get((topic, partition))
+        if last is not None and offset > last + 1:
+            self.skipped += offset - last - 1
+            log.error(
+                "records %s..%s of %s[%s] never reached the brain (faust dropped them); a failover or a"
+                " restart replays them from the committed offset",
+                last + 1,
+                offset - 1,
+                topic,
+                partition,
+            )
+        self.last[(topic, partition)] = offset
+
+
 def partition_level(rules: RuleSet) -> int:
     """The site level events must be grouped by so that every brain group lives in one partition."""
     levels = [r.per_level for r in rules.tier("brain").reflexes if r.per_level is not None]
@@ -93,6 +118,7 @@ class Brain:
         self.next_offset: dict[int, int] = {}
         self.appended: dict[int, float] = {}  # events partition → Kafka timestamp of the last event applied
         self.assignments = 0  # bumped on every revocation: an offset looked up before it is stale
+        self.offsets = OffsetWatch()
         self.sources: dict[int, dict[int, float]] = {}  # re-keyed partition → source partition → tick
         n = config.partitions
         faust_fixes.apply()
@@ -111,6 +137,9 @@ class Brain:
             web_enabled=config.web_port > 0,
             web_port=config.web_port or 6066,
             producer_acks=-1,
+            # A leader whose metadata is stale at a rebalance assigns nobody the topics it does not see, and
+            # nothing rebalances again until the metadata is refreshed: keep that short, not faust's 5 min.
+            consumer_metadata_max_age_ms=5_000,
             broker_session_timeout=config.session_timeout_s,
             broker_heartbeat_interval=min(3.0, config.session_timeout_s / 3),
         )
@@ -178,6 +207,7 @@ class Brain:
     async def _rekey(self, stream: faust.StreamT[bytes]) -> None:
         async for event in stream.events():
             message, value = event.message, event.value
+            self.offsets.saw(message.topic, message.partition, message.offset)
             if message.topic == self.clock_name:
                 await self._pass_tick(message.partition, value)
                 continue
@@ -248,6 +278,7 @@ class Brain:
     async def _reflexes(self, stream: faust.StreamT[bytes]) -> None:
         async for event in stream.events():
             message = event.message
+            self.offsets.saw(message.topic, message.partition, message.offset)
             partition = message.partition
             engine = self._engine(partition)
             if message.topic == self.clock_name:
