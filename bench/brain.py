@@ -563,10 +563,13 @@ class Bench:
                     hops["send_to_rekeyed"].append(t1 - t0)
 
         def on_rekeyed(t: float, m: Any) -> None:
-            if b'"bench_trigger"' in m.value:
-                event_id = orjson.loads(m.value)["id"]
-                if event_id in sent_wall:
-                    rekeyed_at[event_id] = m.timestamp / 1e3
+            if b'"bench_trigger"' not in m.value:
+                return
+            for line in m.value.split(b"\n"):  # a bundle of re-keyed events, one per line
+                if b'"bench_trigger"' in line:
+                    event_id = orjson.loads(line)["id"]
+                    if event_id in sent_wall:
+                        rekeyed_at[event_id] = m.timestamp / 1e3
 
         receivers = [Receiver(self.kafka, alerts_topic, on_alert)]
         if rekeyed_topic is not None:

@@ -2,7 +2,7 @@
 
 Topology (all topics with `partitions` partitions):
 
-    nerve.events ──(re-keyed by the coarsest `per` level, when coarser than building)──▶ engine agent
+    nerve.events ──(re-keyed, in bundles, by the coarsest `per` level if coarser than building)──▶ engine agent
     <app>-clock  ── ticks (wall-clock watermark) and acks, one per partition ──▶ engine agent
     engine agent ──▶ nerve.alerts, nerve.alerts.<department>, nerve.commands, nerve.deadletter
 
@@ -26,18 +26,18 @@ re-reads are harmless because the engine ignores an event it has already applied
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import dataclasses
 import logging
 import time
 from collections import OrderedDict
-from typing import Any
+from typing import Any, cast
 
 import faust
 import orjson
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.errors import KafkaError
+from aiokafka.partitioner import murmur2
 
 from brain_bridge import faust_fixes
 from brain_bridge.config import BrainConfig
@@ -52,6 +52,10 @@ from schemas.routing import Routing
 
 log = logging.getLogger("nerve.brain")
 BUILDING = 2  # index of `building` in the default site levels: nerve.events is keyed down to it
+REKEY_BATCH = 1000  # events re-keyed at most in one go (a bundle is at most this many events)
+REKEY_WITHIN_S = 0.005  # how long a batch waits for more events: the latency bundling may add
+BUNDLE = b"bundle"  # the key of a bundle of re-keyed events (ticks and acks are keyless)
+PARTITION_CACHE = 100_000  # group keys whose re-keyed partition is remembered
 HOLD_S = 100 * 365 * 86_400.0  # lateness that keeps an engine from moving its own watermark (see `_held`)
 
 
@@ -119,6 +123,7 @@ class Brain:
         self.appended: dict[int, float] = {}  # events partition → Kafka timestamp of the last event applied
         self.assignments = 0  # bumped on every revocation: an offset looked up before it is stale
         self.offsets = OffsetWatch()
+        self.partition_of: dict[str, int] = {}  # group key → re-keyed partition
         self.sources: dict[int, dict[int, float]] = {}  # re-keyed partition → source partition → tick
         n = config.partitions
         faust_fixes.apply()
@@ -205,21 +210,44 @@ class Brain:
 
     # ------------------------------------------------------------ agents
     async def _rekey(self, stream: faust.StreamT[bytes]) -> None:
-        async for event in stream.events():
-            message, value = event.message, event.value
-            self.offsets.saw(message.topic, message.partition, message.offset)
-            if message.topic == self.clock_name:
-                await self._pass_tick(message.partition, value)
-                continue
-            self._applied(message)
-            key = message.key
-            site = key.decode() if key else ""
-            with contextlib.suppress(
-                SchemaError
-            ):  # a bad one is forwarded as is; the engine agent dead-letters it
-                site = SensorEvent.from_json(value).site
-            parts = site.split("/")
-            await self.rekeyed.send(key="/".join(parts[: self.level + 1]).encode(), value=value)
+        """Re-key events by the coarsest `per` level, in bundles: one record per re-keyed partition for a
+        batch of events (Faust's cost is per record, so the engine agent pays it once per bundle). A tick
+        is passed on behind the bundles of the events before it. Faust acks a batch only once this loop
+        has handled it, and commits only after flushing the producer, so nothing is lost in between."""
+        batches = cast(faust.Stream[bytes], stream).take_events(REKEY_BATCH, within=REKEY_WITHIN_S)
+        async for batch in batches:
+            bundles: dict[int, list[bytes]] = {}
+            for event in batch:
+                message, value = event.message, event.value
+                self.offsets.saw(message.topic, message.partition, message.offset)
+                if message.topic == self.clock_name:
+                    await self._send_bundles(bundles)
+                    await self._pass_tick(message.partition, value)
+                    continue
+                self._applied(message)
+                try:
+                    ev = SensorEvent.from_json(value)
+                except SchemaError as e:
+                    await self._dead_letter(value, e)
+                    continue
+                key = "/".join(ev.site.split("/")[: self.level + 1])
+                bundles.setdefault(self._rekeyed_partition(key), []).append(ev.to_json())
+            await self._send_bundles(bundles)
+
+    def _rekeyed_partition(self, key: str) -> int:
+        """The re-keyed partition of a group key: Kafka's default partitioner (murmur2), cached."""
+        partition = self.partition_of.get(key)
+        if partition is None:
+            partition = (murmur2(key.encode()) & 0x7FFFFFFF) % self.config.partitions
+            if len(self.partition_of) < PARTITION_CACHE:
+                self.partition_of[key] = partition
+        return partition
+
+    async def _send_bundles(self, bundles: dict[int, list[bytes]]) -> None:
+        """One record per re-keyed partition: its events as compact JSON lines, in order."""
+        for partition, events in bundles.items():
+            await self.rekeyed.send(key=BUNDLE, value=b"\n".join(events), partition=partition)
+        bundles.clear()
 
     async def _pass_tick(self, partition: int, raw: bytes) -> None:
         """Hand a tick of events partition `partition` to every re-keyed partition, once its events are."""
@@ -285,6 +313,10 @@ class Brain:
                 outputs = await self._on_clock(engine, partition, event.value)
             elif self.level_topic is not None and message.key is None:
                 outputs = self._on_passed(engine, partition, event.value)
+            elif self.level_topic is not None:
+                outputs = []
+                for line in event.value.split(b"\n"):
+                    outputs += await self._on_event(engine, partition, line)
             else:
                 if self.level_topic is None:
                     self._applied(message)
@@ -296,8 +328,7 @@ class Brain:
         try:
             ev = SensorEvent.from_json(raw)
         except SchemaError as e:
-            letter = DeadLetter.of(self.config.topic("events"), str(e), raw, time.time())
-            await self._topic(self.config.topic("deadletter")).send(key=b"brain", value=letter.to_json())
+            await self._dead_letter(raw, e)
             return []
         if self.recent.seen(ev.id):
             return []
@@ -308,6 +339,10 @@ class Brain:
             # what the engine does itself elsewhere (latest event − lateness), held back to the slowest source
             outputs = engine.advance(min(ev.ts, *sources.values()) - self.rules.lateness)
         return outputs + engine.process(ev)
+
+    async def _dead_letter(self, raw: bytes, error: SchemaError) -> None:
+        letter = DeadLetter.of(self.config.topic("events"), str(error), raw, time.time())
+        await self._topic(self.config.topic("deadletter")).send(key=b"brain", value=letter.to_json())
 
     async def _on_clock(self, engine: Engine, partition: int, raw: bytes) -> list[Output]:
         message = orjson.loads(raw)
