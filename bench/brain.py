@@ -21,6 +21,8 @@ of 4 districts), keyed by building path as SPEC §5 says. Phases, in one run:
    (new app id) is started; time from its Ready line until its consumer group's committed offsets reach
    the end offsets of every topic it reads (events, then its re-keyed copy), and the worker's CPU time
    over the same interval (/proc/<pid>/stat utime + stime);
+   then the Faust floor: a no-op Faust agent (`bench.faust_floor`) drains the same backlog, records per
+   CPU-second — what any worker pays when every event is a Faust record, whatever it does with it;
 4. when the throughput target is missed (or with --profile): the same drain once more by another fresh
    worker under cProfile, stopped with SIGTERM, top functions by tottime in the report.
 """
@@ -851,6 +853,8 @@ async def run(b: Bench, want_profile: bool | None) -> dict[str, Any]:
     tp["events_per_cpu_s"] = round(n / tp["cpu_s"], 1) if tp.get("cpu_s") else None
     data["throughput"] = tp
     print(f"throughput {tp}", flush=True)
+    data["faust_floor"] = await faust_floor(b, tprefix + "events", n)
+    print(f"faust floor {data['faust_floor']}", flush=True)
 
     missed = (tp["events_per_cpu_s"] or 0) < TARGET_PER_CORE
     data["profile"] = None
@@ -888,6 +892,27 @@ async def run(b: Bench, want_profile: bool | None) -> dict[str, Any]:
 
 
 # ---------------------------------------------------------------- report
+async def faust_floor(b: Bench, topic: str, n: int) -> dict[str, Any]:
+    """A no-op Faust agent (bench.faust_floor) draining the throughput phase's backlog: records per
+    CPU-second, the most any Faust worker that takes every event as a record can do here."""
+    out, datadir = b.tmp / "faust-floor.json", b.tmp / "faust-floor"
+    cmd = [sys.executable, "-m", "bench.faust_floor", "--kafka", b.kafka, "--topic", topic]
+    cmd += ["--count", str(n), "--out", str(out), "--datadir", str(datadir)]
+    proc = await asyncio.create_subprocess_exec(
+        *cmd, cwd=REPO, stdout=subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE
+    )
+    try:
+        _, err = await asyncio.wait_for(proc.communicate(), max(120.0, n / 1000.0))
+    except TimeoutError:
+        proc.kill()
+        await proc.wait()
+        return {"error": f"no result within {max(120.0, n / 1000.0):.0f} s"}
+    if not out.exists():
+        return {"error": f"exit {proc.returncode}: {err.decode(errors='replace')[-500:]}"}
+    result: dict[str, Any] = orjson.loads(out.read_bytes())
+    return result
+
+
 def _ms(lat: dict[str, Any]) -> str:
     if not lat.get("n"):
         return "no samples"
@@ -947,6 +972,22 @@ def rows(data: dict[str, Any]) -> list[Row]:
                     None,
                 )
             )
+    floor = data.get("faust_floor") or {}
+    if floor.get("records_per_cpu_s"):
+        out.append(
+            (
+                f"Faust floor: a no-op agent drains the same {floor['records']:,} records",
+                f"{floor['records_per_cpu_s']:,.0f} records per CPU-second ({floor['records'] / floor['wall_s']:,.0f}/s"
+                f" wall in {floor['wall_s']:.1f} s); the brain reaches {per_core / floor['records_per_cpu_s']:.0%}"
+                " of it",
+                "—",
+                None,
+            )
+        )
+    elif floor.get("error"):
+        out.append(
+            ("Faust floor: a no-op agent drains the same records", f"failed: {floor['error']}", "—", None)
+        )
     out.append(
         ("Worker start → Ready (throughput worker, fresh app id)", f"{tp['startup_s']:.1f} s", "—", None)
     )
