@@ -2,7 +2,7 @@
 
     python -m bench.edge [--quick] [--out DIR] [--profile]
 
-One `nerve edge run` process (tests/integration/edge_kit's gateway config: gzip, fsync per batch) with
+One `nerve edge run` process (tests/integration/edge_kit's gateway config: zstd, fsync per batch) with
 its own topic root and Kafka prefix, pinned to one core; this process, the load generator, to the other.
 Phases, in one run:
 1. raw MQTT round trip (paho → Mosquitto → paho, QoS 1), paced at each rate;
@@ -806,7 +806,7 @@ def notes(data: dict[str, Any]) -> list[str]:
         f"Workload: {TELEMETRY_SENSORS:,} temperature sensors (JSON events with id and value) in 10 floors × 10 rooms, "
         f"and {TRIGGER_SENSORS} `valve_test` sensors; 3 edge reflexes (a per-sensor trigger that actuates, a threshold "
         "and a 30 s per-room average that never fire). The agent is `nerve edge run` with edge_kit's test config: "
-        "QoS 1 persistent session with acks after the spool's fsync, gzip to Kafka with acks=all, idempotent.",
+        "QoS 1 persistent session with acks after the spool's fsync, zstd to Kafka with acks=all, idempotent.",
         f"Code: commit {cfg.get('code', {}).get('commit', '?')}"
         + (
             f" with uncommitted changes in {', '.join(cfg['code']['uncommitted'])}"
@@ -861,7 +861,7 @@ def notes(data: dict[str, Any]) -> list[str]:
             + (
                 f" That is {busy / int(key) * 1e6:,.0f} µs of agent CPU per event, against {1e6 / cost:,.0f} µs in "
                 f"bulk (the backlog drain): in small batches the per-batch work (spool fsync hand-off, RocksDB "
-                "peek/remove, one Kafka produce request with gzip, wake-ups, acks) dominates; a trigger waits "
+                "peek/remove, one Kafka produce request with zstd, wake-ups, acks) dominates; a trigger waits "
                 "behind whole batches, and the tail grows as the core fills."
                 if cost and busy
                 else ""

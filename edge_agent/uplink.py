@@ -33,7 +33,7 @@ class Uplink:
         bootstrap: str,
         client_id: str,
         linger_ms: int = 5,
-        compression: str | None = "gzip",
+        compression: str | None = "zstd",
         request_timeout_ms: int = 10_000,
         security: dict[str, Any] | None = None,
         batch: int = 1000,

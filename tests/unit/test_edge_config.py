@@ -59,7 +59,7 @@ def test_loads_a_file_with_defaults(tmp_path: Path) -> None:
     assert config.kafka.client_id == "gw-yuelu-c12-b3"
     assert (config.kafka.linger_ms, config.kafka.compression, config.kafka.request_timeout_ms) == (
         5,
-        "gzip",
+        "zstd",
         10000,
     )
     assert config.spool.path == Path("var/spool/gw-yuelu-c12-b3")
