@@ -962,11 +962,16 @@ def rows(data: dict[str, Any]) -> list[Row]:
     for i, (topic, t) in enumerate(tp["topics"].items()):
         s = t.get("sustained")
         if s:
-            who = "re-key agent" if i == 0 and len(tp["topics"]) > 1 else "engine agent"
+            if len(tp["topics"]) == 1:
+                who, what = "engine agent", "records"
+            elif i == 0:
+                who, what = "re-key agent", "records"
+            else:
+                who, what = "engine agent", "bundles and ticks"
             out.append(
                 (
                     f"Throughput, {who}: committed offsets of {topic}, 10 → 90 %",
-                    f"{s['per_s']:,.0f} records/s wall ({s['from_s']} s → {s['to_s']} s after Ready; "
+                    f"{s['per_s']:,.0f} {what}/s wall ({s['from_s']} s → {s['to_s']} s after Ready; "
                     f"all {t['records']:,} committed {t['done_s']:.1f} s after Ready)",
                     "—",
                     None,
@@ -1064,12 +1069,13 @@ def notes(data: dict[str, Any]) -> list[str]:
             f"RocksDB writes) took {th['main_thread_s']} s; its other threads (Faust's consumer thread, "
             f"RocksDB) {th['other_threads_s']} s."
         )
-    extra = [v["records"] - tp["events"] for v in tp["topics"].values()][1:]
-    if extra:
+    rekeyed = [v["records"] for v in tp["topics"].values()][1:]
+    if rekeyed:
         out.append(
-            f"The re-keyed topic holds {extra[0]:,} records beyond the {tp['events']:,} events: wall-clock ticks "
-            f"the re-key agent passes in-band once caught up (each tick of each of the {PARTITIONS} source "
-            f"partitions goes to every re-keyed partition: {PARTITIONS}² records per tick interval)."
+            f"The re-keyed topic holds {rekeyed[0]:,} records for the {tp['events']:,} events: bundles (one record"
+            f" per re-keyed partition for each batch of up to 1,000 events the re-key agent takes) and the"
+            f" wall-clock ticks it passes in-band (each tick of each of the {PARTITIONS} source partitions goes to"
+            f" every re-keyed partition)."
         )
     if (data.get("profile") or {}).get("error"):
         out.append(f"The profile phase failed ({data['profile']['error']}); no profile in this report.")
