@@ -14,7 +14,7 @@ import gc
 import logging
 import os
 import time
-from collections import OrderedDict
+from collections import deque
 from pathlib import Path
 
 from aiokafka import AIOKafkaConsumer
@@ -47,14 +47,18 @@ class RecentIds:
 
     def __init__(self, size: int) -> None:
         self.size = size
-        self._ids: OrderedDict[str, None] = OrderedDict()
+        # A set and a queue of the same ids: a third of an OrderedDict's memory (its linked nodes),
+        # about 5 MB instead of 15 MB for the default 100,000 ids, the id strings aside.
+        self._ids: set[str] = set()
+        self._order: deque[str] = deque()
 
     def seen(self, event_id: str) -> bool:
         if event_id in self._ids:
             return True
-        self._ids[event_id] = None
-        if len(self._ids) > self.size:
-            self._ids.popitem(last=False)
+        self._ids.add(event_id)
+        self._order.append(event_id)
+        if len(self._order) > self.size:
+            self._ids.discard(self._order.popleft())
         return False
 
 
