@@ -14,9 +14,10 @@ import gc
 import logging
 import os
 import time
-from collections import OrderedDict
+from collections import deque
 from pathlib import Path
 
+import orjson
 from aiokafka import AIOKafkaConsumer
 from aiokafka.errors import KafkaError
 
@@ -27,10 +28,11 @@ from edge_agent.mqtt_link import Inbound, MqttLink
 from edge_agent.spool import Priority, Spool, SpoolRecord
 from edge_agent.telemetry import EdgeMetrics
 from edge_agent.uplink import Uplink
-from reflexes import Engine, RuleSet, RuleSetError
+from reflexes import Engine, MemoryStore, RuleSet, RuleSetError
 from reflexes.deployment import decode_deployment
 from reflexes.engine import Output
 from reflexes.loader import load_rules_sources
+from reflexes.store import State
 from schemas import Command, SensorEvent
 from schemas.credentials import aiokafka_options
 from schemas.routing import Routing
@@ -47,14 +49,18 @@ class RecentIds:
 
     def __init__(self, size: int) -> None:
         self.size = size
-        self._ids: OrderedDict[str, None] = OrderedDict()
+        # A set and a queue of the same ids: a third of an OrderedDict's memory (its linked nodes),
+        # about 5 MB instead of 15 MB for the default 100,000 ids, the id strings aside.
+        self._ids: set[str] = set()
+        self._order: deque[str] = deque()
 
     def seen(self, event_id: str) -> bool:
         if event_id in self._ids:
             return True
-        self._ids[event_id] = None
-        if len(self._ids) > self.size:
-            self._ids.popitem(last=False)
+        self._ids.add(event_id)
+        self._order.append(event_id)
+        if len(self._order) > self.size:
+            self._ids.discard(self._order.popleft())
         return False
 
 
@@ -91,17 +97,15 @@ class EdgeAgent:
     def _restore_engine(self, rules: RuleSet) -> Engine:
         if self.snapshot_path.exists():
             try:
-                engine = Engine.restore(rules, self.snapshot_path.read_bytes(), tier="edge")
+                engine = Engine(rules, MemoryStore(read_snapshot(self.snapshot_path)), tier="edge")
                 log.info("engine state restored", extra={"groups": engine.stats()["groups"]})
                 return engine
-            except (ValueError, KeyError, TypeError) as e:
+            except (OSError, ValueError, KeyError, TypeError) as e:
                 log.warning("engine snapshot unreadable; starting empty", extra={"error": repr(e)})
         return Engine(rules, tier="edge")
 
     def _save_engine(self) -> None:
-        tmp = self.snapshot_path.with_suffix(".tmp")
-        tmp.write_bytes(self.engine.snapshot())
-        os.replace(tmp, self.snapshot_path)  # atomic: a crash leaves the old or the new snapshot whole
+        write_snapshot(self.engine, self.snapshot_path)
 
     # ------------------------------------------------------------ outputs of the engine
     def _publish_outputs(
@@ -375,6 +379,30 @@ class EdgeAgent:
         log.info(
             "edge agent stopped", extra={"spooled_urgent": left.urgent, "spooled_telemetry": left.telemetry}
         )
+
+
+def write_snapshot(engine: Engine, path: Path) -> None:
+    """Save the engine's state to `path`, one JSON line `[key, state]` per group: never all of it as one
+    bytes object (Engine.snapshot()), which with a few hundred thousand readings in windows is ~10 MB
+    more at every snapshot, on top of the state itself."""
+    engine.checkpoint()
+    tmp = path.with_suffix(".tmp")
+    with tmp.open("wb") as f:
+        for key, state in engine.store.items():
+            f.write(orjson.dumps([key, state]))
+            f.write(b"\n")
+    os.replace(tmp, path)  # atomic: a crash leaves the old or the new snapshot whole
+
+
+def read_snapshot(path: Path) -> dict[str, State]:
+    """The engine state saved by `write_snapshot`, or by older agents (one JSON object, Engine.snapshot())."""
+    with path.open("rb") as f:
+        if f.read(1) == b"{":
+            f.seek(0)
+            data: dict[str, State] = orjson.loads(f.read())
+            return data
+        f.seek(0)
+        return dict(map(orjson.loads, f))
 
 
 def _building_key(site: str) -> bytes:

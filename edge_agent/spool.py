@@ -19,7 +19,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import NewType, Self
 
-from rocksdict import Options, Rdict, ReadOptions, WriteBatch, WriteOptions
+from rocksdict import BlockBasedOptions, Cache, Options, Rdict, ReadOptions, WriteBatch, WriteOptions
 
 log = logging.getLogger("nerve.edge.spool")
 
@@ -34,6 +34,12 @@ _SEQ = struct.Struct(">Q")
 # Next sequence, written in every append batch so ids are never reused, even after a full drain.
 _META_NEXT_SEQ = b"\x02next-seq"
 _DROP_LOG_INTERVAL = 60.0  # seconds between summary lines while a drop episode lasts
+# Memory RocksDB may hold, in bytes. The spool is a FIFO: records are read once, just after they were
+# written (from the memtable), or once in order while a backlog drains; a block cache saves nothing
+# there, and RocksDB's default LRU cache (32 MB) filled up during every drain.
+_WRITE_BUFFER = 4 << 20  # per memtable; at most _WRITE_BUFFERS of them (one filling, one flushing)
+_WRITE_BUFFERS = 2
+_BLOCK_CACHE = 1 << 20
 
 
 class Priority(IntEnum):
@@ -98,7 +104,11 @@ def _options() -> Options:
     opts = Options(raw_mode=True)  # raw: our bytes keys sort as written, values are not pickled
     opts.create_if_missing(True)
     opts.set_keep_log_file_num(3)  # RocksDB's own text LOG files, one more per open otherwise
-    opts.set_write_buffer_size(8 << 20)  # bytes; a gateway's memory, not a server's
+    opts.set_write_buffer_size(_WRITE_BUFFER)  # a gateway's memory, not a server's
+    opts.set_max_write_buffer_number(_WRITE_BUFFERS)
+    table = BlockBasedOptions()
+    table.set_block_cache(Cache(_BLOCK_CACHE))
+    opts.set_block_based_table_factory(table)
     # Files that are mostly tombstones after a drain get compacted in the background as well.
     opts.add_compact_on_deletion_collector_factory(10_000, 5_000, 0.5)
     return opts
@@ -162,8 +172,12 @@ class Spool:
             path.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
             raise SpoolUnavailableError(f"spool {path} cannot be created: {exc}") from exc
+        options = _options()
         try:
-            self._db = Rdict(str(path), _options())
+            # The column family's options must be named too: on reopening an existing spool, rocksdict
+            # otherwise opens it with the options saved in RocksDB's OPTIONS file, where neither the
+            # block cache (it makes a new 8 MB one) nor the deletion collector is kept.
+            self._db = Rdict(str(path), options, column_families={"default": options})
         except Exception as exc:  # rocksdict raises bare Exception
             raise _open_error(path, exc) from exc
         self._append_lock = threading.Lock()

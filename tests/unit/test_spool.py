@@ -22,6 +22,7 @@ from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, precondition, rule
 from rocksdict import Options, Rdict
 
+from edge_agent import spool as spool_module
 from edge_agent.spool import (
     Priority,
     Spool,
@@ -143,6 +144,17 @@ def test_reopen_keeps_everything_and_continues_sequences(tmp_path: Path) -> None
     with Spool(path, max_bytes=BIG) as s:  # even after a full drain, ids are not reused
         s.append([rec(U, 9), rec(T, 9)])
         assert all(i[1:] > last[1:] for i, _ in s.peek(2))
+
+
+def test_reopen_keeps_the_memory_settings(tmp_path: Path) -> None:
+    # rocksdict opens an existing database's column family with the options of its OPTIONS file unless
+    # told otherwise: a new 8 MB block cache on every restart of the agent.
+    path = tmp_path / "spool"
+    for _ in range(2):
+        with Spool(path, max_bytes=BIG) as s:
+            s.append([rec(T, 0)])
+            db = s._db  # RocksDB's own figures are not part of the spool's API
+            assert db.property_int_value("rocksdb.block-cache-capacity") == spool_module._BLOCK_CACHE
 
 
 # --- bound ------------------------------------------------------------------------------------
