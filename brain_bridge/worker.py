@@ -29,7 +29,6 @@ import asyncio
 import dataclasses
 import logging
 import time
-from collections import OrderedDict
 from typing import Any, cast
 
 import faust
@@ -46,6 +45,7 @@ from reflexes import Engine, RuleSet, RuleSetError
 from reflexes.deployment import decode_deployment
 from reflexes.engine import Output
 from reflexes.loader import load_rules_sources
+from reflexes.recent import RecentIds
 from schemas import Alert, Command, DeadLetter, SchemaError, SensorEvent
 from schemas.credentials import aiokafka_options, faust_credentials
 from schemas.routing import Routing
@@ -57,22 +57,6 @@ REKEY_WITHIN_S = 0.005  # how long a batch waits for more events: the latency bu
 BUNDLE = b"bundle"  # the key of a bundle of re-keyed events (ticks and acks are keyless)
 PARTITION_CACHE = 100_000  # group keys whose re-keyed partition is remembered
 HOLD_S = 100 * 365 * 86_400.0  # lateness that keeps an engine from moving its own watermark (see `_held`)
-
-
-class RecentIds:
-    """The last `size` event ids seen by this worker: a cheap first filter before the engine's own."""
-
-    def __init__(self, size: int) -> None:
-        self.size = size
-        self._ids: OrderedDict[str, None] = OrderedDict()
-
-    def seen(self, event_id: str) -> bool:
-        if event_id in self._ids:
-            return True
-        self._ids[event_id] = None
-        if len(self._ids) > self.size:
-            self._ids.popitem(last=False)
-        return False
 
 
 class OffsetWatch:

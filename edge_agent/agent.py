@@ -14,7 +14,6 @@ import gc
 import logging
 import os
 import time
-from collections import deque
 from pathlib import Path
 
 import orjson
@@ -32,6 +31,7 @@ from reflexes import Engine, MemoryStore, RuleSet, RuleSetError
 from reflexes.deployment import decode_deployment
 from reflexes.engine import Output
 from reflexes.loader import load_rules_sources
+from reflexes.recent import RecentIds
 from reflexes.store import State
 from schemas import Command, SensorEvent
 from schemas.credentials import aiokafka_options
@@ -42,26 +42,6 @@ INGEST_BATCH = 256  # messages per reflex pass: a trigger waits for at most this
 SPOOL_PIPELINE = 8  # batches that may wait for the spool's fsync while reflexes run on the next
 TICK_S = 0.2
 SNAPSHOT_EVERY_S = 30.0
-
-
-class RecentIds:
-    """The last `size` event ids seen, to drop duplicates (MQTT redelivery, sensor retries)."""
-
-    def __init__(self, size: int) -> None:
-        self.size = size
-        # A set and a queue of the same ids: a third of an OrderedDict's memory (its linked nodes),
-        # about 5 MB instead of 15 MB for the default 100,000 ids, the id strings aside.
-        self._ids: set[str] = set()
-        self._order: deque[str] = deque()
-
-    def seen(self, event_id: str) -> bool:
-        if event_id in self._ids:
-            return True
-        self._ids.add(event_id)
-        self._order.append(event_id)
-        if len(self._order) > self.size:
-            self._ids.discard(self._order.popleft())
-        return False
 
 
 class EdgeAgent:

@@ -1,8 +1,8 @@
-"""The edge agent's window of recent event ids (duplicates from MQTT redelivery and sensor retries)."""
+"""The hosts' window of recent event ids (duplicates from MQTT redelivery and sensor retries)."""
 
 from __future__ import annotations
 
-from edge_agent.agent import RecentIds
+from reflexes.recent import RecentIds
 
 
 def test_remembers_the_last_size_ids_in_arrival_order() -> None:
