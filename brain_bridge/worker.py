@@ -305,9 +305,6 @@ class Brain:
                 if self.level_topic is None:
                     self._applied(message)
                 outputs = await self._on_event(engine, partition, event.value)
-            store = engine.store
-            if isinstance(store, TableStore):
-                store.flush()  # before Faust acknowledges the message (see brain_bridge.store)
             for output in outputs:
                 await self._route(output)
 
