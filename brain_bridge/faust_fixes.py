@@ -6,8 +6,9 @@ every stream queue. Records the fetcher delivered between the seek and that clea
 the consumer's position is already past them: they are never processed, and a worker taking over from a
 killed one silently misses events (about one failover in four here).
 
-The fix changes the order, not the logic: the queues are cleared (flow control resumed) just before the
-seek, and the resume that follows it no longer clears what was fetched from the committed offsets on.
+The fix changes the order, not the logic: the stream partitions are resumed only after the seek, the
+queues are cleared (flow control resumed) just before it, and the resume that follows no longer clears
+what was fetched from the committed offsets on.
 Records cleared before the seek are fetched again from the committed offset, so nothing is lost; a record
 seen twice is harmless because the brain drops event ids it has already applied.
 """
@@ -45,13 +46,28 @@ def apply() -> None:
             if not flow.is_active():
                 resume()
 
-        consumer.perform_seek = clear_then_seek
+        # The stream partitions stay paused until the seek is done, so the fetcher cannot deliver records
+        # from the position before the seek and move Faust's read offsets past what the seek rewinds to
+        # (records between the two would then be dropped as already read).
+        resume_partitions = consumer.resume_partitions
+        deferred: list[Any] = []
+
+        async def clear_then_seek_then_fetch() -> None:
+            await clear_then_seek()
+            while deferred:
+                resume_partitions(deferred.pop(0))
+
+        consumer.perform_seek = clear_then_seek_then_fetch
+        consumer.resume_partitions = deferred.append
         flow.resume = resume_without_clearing
         try:
             await original(self, generation_id)
         finally:
-            del consumer.perform_seek  # back to the class's method
+            del consumer.perform_seek  # back to the class's methods
+            del consumer.resume_partitions
             del flow.resume
+            while deferred:  # no seek (an empty assignment, or a new rebalance): resume as Faust would
+                resume_partitions(deferred.pop(0))
 
     setattr(on_recovery_completed, _PATCHED, True)
     Recovery.on_recovery_completed = on_recovery_completed  # type: ignore[method-assign]
