@@ -1,13 +1,14 @@
 """Time-ordered windows kept as parallel lists, so that every search is a C-level bisect on plain floats.
 
 A match window is `{"t": [ts, …], "i": [event id, …]}`, perhaps with more parallel lists (distinct keeps
-`"p"`, the place of each match). A value window (`value_window()`) adds the numeric values `"v"` and, once
-it holds more than 2 × BLOCK readings, blocks of consecutive entries, each summarised: `"bt"` the time the
-block starts at, `"bn"` its size, `"bs"`/`"bl"`/`"bh"` the sum, min and max of its values. A block holds the
-entries from its start time up to the next block's: appending in time order fills blocks of BLOCK entries,
-an insert out of order updates one block's summary in O(1) and splits a block grown past 2 × BLOCK. So the
-min, max and sum of any time span cost O(BLOCK + n/BLOCK), and an out-of-order insert never rebuilds
-summaries.
+`"p"`, the place of each match). A value window (`value_window()`) adds the numeric values `"v"`, while it
+holds any `"vl"`/`"vh"` the lowest and highest of them (bounds of every span's aggregate: aggregates.py
+tells from them alone that most tests cannot pass) and, once it holds more than 2 × BLOCK readings, blocks
+of consecutive entries, each summarised: `"bt"` the time the block starts at, `"bn"` its size,
+`"bs"`/`"bl"`/`"bh"` the sum, min and max of its values. A block holds the entries from its start time up
+to the next block's: appending in time order fills blocks of BLOCK entries, an insert out of order updates
+one block's summary in O(1) and splits a block grown past 2 × BLOCK. So the min, max and sum of any time
+span cost O(BLOCK + n/BLOCK), and an out-of-order insert never rebuilds summaries.
 
 All are JSON-able dicts (the engine's state), read and written in place by the functions below (no view
 objects). Inserting an event id that is already there at the same time changes nothing, so applying an
@@ -108,13 +109,32 @@ def insert_value(w: Window, ts: float, value: float, event_id: str) -> int:
         w["v"].append(value)
         if "bn" in w:
             _append_block(w, ts, value)
+    high = w.get("vh")
+    if high is None:  # the first reading (or a window kept by an older version)
+        _bound(w)
+    elif value > high:
+        w["vh"] = value
+    elif value < w["vl"]:
+        w["vl"] = value
     if len(t) > 2 * BLOCK and "bn" not in w:
         _build_blocks(w)
     if len(t) > MAX_ENTRIES:
         n = w["bn"][0]
         _drop_blocks(w, 1)
+        _bound(w)
         k = k - n if k >= n else -1
     return k
+
+
+def _bound(w: Window) -> None:
+    """Set "vl"/"vh" to the min and max of the window's readings (none when it holds none)."""
+    if not w["v"]:
+        w.pop("vl", None)
+        w.pop("vh", None)
+    elif "bn" in w:
+        w["vl"], w["vh"] = min(w["bl"]), max(w["bh"])
+    else:
+        w["vl"], w["vh"] = min(w["v"]), max(w["v"])
 
 
 def _append_block(w: Window, ts: float, value: float) -> None:
@@ -201,16 +221,18 @@ def evict_values(w: Window, horizon: float) -> None:
         n = bisect_left(t, horizon)
         for key in ("t", "i", "v"):
             del w[key][:n]
+        _bound(w)
         return
     if t[-1] < horizon:
         for key in ("t", "i", "v"):
             w[key].clear()
-        for key in ("bt", "bn", "bs", "bl", "bh"):
-            del w[key]
+        for key in ("bt", "bn", "bs", "bl", "bh", "vl", "vh"):
+            w.pop(key, None)
         return
     p = bisect_right(w["bt"], horizon, 1) - 1  # the block holding `horizon`: the ones before it are older
     if p > 0:
         _drop_blocks(w, p)
+        _bound(w)
 
 
 def _blocks(w: Window, a: int, b: int) -> tuple[int, int, int, int] | None:
