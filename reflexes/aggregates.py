@@ -73,10 +73,32 @@ class AggregateEval(Evaluator):
                 return False
         return not self.test(x)
 
+    def _by_total(self, w: Window, a: int, b: int) -> bool | None:
+        """The sum or average test on entries [a, b) told from the window's total when the entries outside
+        the span (each between the window's lowest and highest) cannot bring it across; else None."""
+        low, high = w["vl"], w["vh"]
+        scale = max(abs(low), abs(high))
+        if scale > 1e300:  # sums of such readings may overflow: judge them exactly
+            return None
+        n, m = len(w["t"]), b - a
+        # the total is rounded at every reading added (≤ n of them since it was last summed afresh) and the
+        # exact sum at each of its m: the error stays below n² · 2⁻⁵² · scale, far inside this margin
+        margin = 1e-9 * n * scale + 1e-12
+        lo, hi = w["vs"] - (n - m) * high - margin, w["vs"] - (n - m) * low + margin
+        if self.avg:
+            lo, hi = lo / m, hi / m
+        below, above = self.test(lo), self.test(hi)
+        return below if below == above else None
+
     def _holds(self, w: Window, a: int, b: int) -> bool:
-        """Whether the test holds on entries [a, b): decided from block summaries when the bounds they give
-        fall on one side of the threshold (see span_range), else from the readings."""
+        """Whether the test holds on entries [a, b): decided from the window's total or from block summaries
+        when the bounds they give fall on one side of the threshold (see span_range), else from the
+        readings."""
         test = self.test
+        if self.monotone and self.bounded == "sum":
+            told = self._by_total(w, a, b)
+            if told is not None:
+                return told
         if b - a <= 2 * BLOCK or "bn" not in w:  # few readings: summed directly
             x = self.span(w, a, b)
             return test(x / (b - a) if self.avg else x)
@@ -123,7 +145,7 @@ class AggregateEval(Evaluator):
         k = insert_value(state, ev.ts, v, ev.id)
         if k < 0:
             return None
-        if self._hopeless(state, v):  # nor at this moment nor at a later one it now enters
+        if self.side is not None and self._hopeless(state, v):  # nor now nor at a later moment it enters
             return None
         s, n, test = ev.ts, len(t), self.test
         b = n if k == n - 1 else bisect_right(t, s, k)
@@ -247,7 +269,10 @@ class ChangeEval(Evaluator):
         k = insert_value(w, ev.ts, v, ev.id)
         if k < 0:
             return None
-        s = ev.ts
+        s, side = ev.ts, self.side
+        latest = k + 1 == len(t) and (k == 0 or t[k - 1] < s)  # the sensor's latest, alone at its time
+        if latest and side is not None and not self.test(v - w[side] if self.rise else w[side] - v):
+            return None  # judged at its own moment only (no later one holds it), where no change can pass
         hits = None
         last = state.get("la")
         if last is None or not last - self.quiet < s < last + self.quiet:  # else the cooldown suppresses it

@@ -2,8 +2,10 @@
 
 A match window is `{"t": [ts, …], "i": [event id, …]}`, perhaps with more parallel lists (distinct keeps
 `"p"`, the place of each match). A value window (`value_window()`) adds the numeric values `"v"`, while it
-holds any `"vl"`/`"vh"` the lowest and highest of them (bounds of every span's aggregate: aggregates.py
-tells from them alone that most tests cannot pass) and, once it holds more than 2 × BLOCK readings, blocks
+holds any `"vl"`/`"vh"` the lowest and highest of them and `"vs"` their sum (added to reading by reading,
+summed afresh whenever readings leave): bounds of every span's aggregate, from which aggregates.py tells
+that most tests cannot pass, or hold, without reading the span; and, once it holds more than 2 × BLOCK
+readings, blocks
 of consecutive entries, each summarised: `"bt"` the time the block starts at, `"bn"` its size,
 `"bs"`/`"bl"`/`"bh"` the sum, min and max of its values. A block holds the entries from its start time up
 to the next block's: appending in time order fills blocks of BLOCK entries, an insert out of order updates
@@ -93,32 +95,39 @@ def insert_value(w: Window, ts: float, value: float, event_id: str) -> int:
     """Add a reading; its index, or -1 when this event is already in the window (or was dropped at once
     because the window is full of newer readings)."""
     t: list[float] = w["t"]
+    blocks = "bn" in w
     if t and ts <= t[-1]:
-        k = position(t, w["i"], ts, event_id)
-        if k < 0:
-            return -1
+        ids: list[str] = w["i"]
+        k, n = bisect_left(t, ts), len(t)
+        while k < n and t[k] == ts:  # position(), inline: this is the engine's hottest path
+            if ids[k] == event_id:
+                return -1
+            k += 1
         t.insert(k, ts)
-        w["i"].insert(k, event_id)
+        ids.insert(k, event_id)
         w["v"].insert(k, value)
-        if "bn" in w:
+        if blocks:
             _into_block(w, ts, value)
     else:
         k = len(t)
         t.append(ts)
         w["i"].append(event_id)
         w["v"].append(value)
-        if "bn" in w:
+        if blocks:
             _append_block(w, ts, value)
-    high = w.get("vh")
-    if high is None:  # the first reading (or a window kept by an older version)
+    total = w.get("vs")
+    if total is None:  # the first reading (or a window kept by an older version)
         _bound(w)
-    elif value > high:
-        w["vh"] = value
-    elif value < w["vl"]:
-        w["vl"] = value
-    if len(t) > 2 * BLOCK and "bn" not in w:
-        _build_blocks(w)
-    if len(t) > MAX_ENTRIES:
+    else:
+        w["vs"] = total + value
+        if value > w["vh"]:
+            w["vh"] = value
+        elif value < w["vl"]:
+            w["vl"] = value
+    if not blocks:
+        if len(t) > 2 * BLOCK:
+            _build_blocks(w)
+    elif len(t) > MAX_ENTRIES:
         n = w["bn"][0]
         _drop_blocks(w, 1)
         _bound(w)
@@ -127,14 +136,14 @@ def insert_value(w: Window, ts: float, value: float, event_id: str) -> int:
 
 
 def _bound(w: Window) -> None:
-    """Set "vl"/"vh" to the min and max of the window's readings (none when it holds none)."""
+    """Set "vl"/"vh"/"vs" to the min, max and sum of the window's readings (none when it holds none)."""
     if not w["v"]:
-        w.pop("vl", None)
-        w.pop("vh", None)
+        for key in ("vl", "vh", "vs"):
+            w.pop(key, None)
     elif "bn" in w:
-        w["vl"], w["vh"] = min(w["bl"]), max(w["bh"])
+        w["vl"], w["vh"], w["vs"] = min(w["bl"]), max(w["bh"]), sum(w["bs"])
     else:
-        w["vl"], w["vh"] = min(w["v"]), max(w["v"])
+        w["vl"], w["vh"], w["vs"] = min(w["v"]), max(w["v"]), sum(w["v"])
 
 
 def _append_block(w: Window, ts: float, value: float) -> None:
@@ -226,7 +235,7 @@ def evict_values(w: Window, horizon: float) -> None:
     if t[-1] < horizon:
         for key in ("t", "i", "v"):
             w[key].clear()
-        for key in ("bt", "bn", "bs", "bl", "bh", "vl", "vh"):
+        for key in ("bt", "bn", "bs", "bl", "bh", "vl", "vh", "vs"):
             w.pop(key, None)
         return
     p = bisect_right(w["bt"], horizon, 1) - 1  # the block holding `horizon`: the ones before it are older

@@ -36,6 +36,7 @@ def _check_blocks(w: Window) -> None:
     t, v = w["t"], w["v"]
     assert t == sorted(t) and len(t) == len(v) == len(w["i"])
     assert (w.get("vl"), w.get("vh")) == ((min(v), max(v)) if v else (None, None))  # the readings' bounds
+    assert w.get("vs") == (sum(v) if v else None)  # integer values: exact
     if "bn" not in w:
         assert len(t) <= 2 * BLOCK
         return
@@ -158,7 +159,7 @@ def test_a_window_kept_without_bounds_gets_them_from_its_readings() -> None:
     w = value_window()
     for k in range(3 * BLOCK):
         insert_value(w, float(k), float(k % 11), str(k))
-    del w["vl"], w["vh"]  # as an older version kept it
+    del w["vl"], w["vh"], w["vs"]  # as an older version kept it
     insert_value(w, 0.5, 4.0, "x")
-    assert (w["vl"], w["vh"]) == (0.0, 10.0)
+    assert (w["vl"], w["vh"], w["vs"]) == (0.0, 10.0, sum(w["v"]))
     _check_blocks(w)
