@@ -115,15 +115,14 @@ def insert_value(w: Window, ts: float, value: float, event_id: str) -> int:
         w["v"].append(value)
         if blocks:
             _append_block(w, ts, value)
-    total = w.get("vs")
-    if total is None:  # the first reading (or a window kept by an older version)
-        _bound(w)
-    else:
-        w["vs"] = total + value
+    if "vs" in w:
+        w["vs"] += value
         if value > w["vh"]:
             w["vh"] = value
         elif value < w["vl"]:
             w["vl"] = value
+    else:  # the first reading (or a window kept by an older version)
+        _bound(w)
     if not blocks:
         if len(t) > 2 * BLOCK:
             _build_blocks(w)
