@@ -25,7 +25,7 @@ class AggregateEval(Evaluator):
     """`avg`/`min`/`max`/`sum` of the numeric matches: the group's state is itself the value window (see
     windows.py; its keys do not collide with the engine's), one dict less per group."""
 
-    __slots__ = ("avg", "bounded", "fn", "monotone", "op", "span", "test")
+    __slots__ = ("avg", "bounded", "fn", "monotone", "op", "side", "span", "test")
 
     def __init__(self, pattern: Aggregate, within: float | None, quiet: float = 0.0) -> None:
         super().__init__(pattern, within, quiet)
@@ -36,6 +36,14 @@ class AggregateEval(Evaluator):
         self.avg = pattern.fn == "avg"
         self.bounded = "sum" if pattern.fn == "avg" else pattern.fn
         self.monotone = pattern.op in ("<", "<=", ">", ">=")
+        # What bounds the aggregate of every span holding a new reading v on the side the test passes
+        # (above for > and >=, below for < and <=): the window's max or min ("vh", "vl"), or v itself
+        # (min ≤ v ≤ max). None when nothing cheap does (sum, ==, !=).
+        self.side: str | None = None
+        if pattern.op in (">", ">=") and pattern.fn != "sum":
+            self.side = "v" if pattern.fn == "min" else "vh"
+        elif pattern.op in ("<", "<=") and pattern.fn != "sum":
+            self.side = "v" if pattern.fn == "max" else "vl"
 
     def upgrade(self, state: dict[str, Any]) -> bool:
         old = state.pop("w", None)  # the window apart, with index blocks
@@ -51,10 +59,46 @@ class AggregateEval(Evaluator):
             return v > 0 if self.op in (">", ">=") else v < 0 if self.op in ("<", "<=") else v != 0
         return (self.op == "==" and self.avg) or self.test(v)
 
+    def _hopeless(self, w: Window, v: float) -> bool:
+        """Whether no span holding the new reading `v` can pass the test, told from the window's bounds
+        alone (`avg > x` when no reading exceeds x, `min > x` when v does not, …)."""
+        side = self.side
+        if side is None:
+            return False
+        x = v if side == "v" else w[side]
+        if self.avg:  # an average is rounded: widen the bound well past any rounding
+            pad = 1e-9 * (abs(w["vl"]) + abs(w["vh"])) + 1e-12
+            x = x + pad if side == "vh" else x - pad
+            if not -1e300 < x < 1e300:  # a sum of such readings may overflow: judge it exactly
+                return False
+        return not self.test(x)
+
+    def _by_total(self, w: Window, a: int, b: int) -> bool | None:
+        """The sum or average test on entries [a, b) told from the window's total when the entries outside
+        the span (each between the window's lowest and highest) cannot bring it across; else None."""
+        low, high = w["vl"], w["vh"]
+        scale = max(abs(low), abs(high))
+        if scale > 1e300:  # sums of such readings may overflow: judge them exactly
+            return None
+        n, m = len(w["t"]), b - a
+        # the total is rounded at every reading added (≤ n of them since it was last summed afresh) and the
+        # exact sum at each of its m: the error stays below n² · 2⁻⁵² · scale, far inside this margin
+        margin = 1e-9 * n * scale + 1e-12
+        lo, hi = w["vs"] - (n - m) * high - margin, w["vs"] - (n - m) * low + margin
+        if self.avg:
+            lo, hi = lo / m, hi / m
+        below, above = self.test(lo), self.test(hi)
+        return below if below == above else None
+
     def _holds(self, w: Window, a: int, b: int) -> bool:
-        """Whether the test holds on entries [a, b): decided from block summaries when the bounds they give
-        fall on one side of the threshold (see span_range), else from the readings."""
+        """Whether the test holds on entries [a, b): decided from the window's total or from block summaries
+        when the bounds they give fall on one side of the threshold (see span_range), else from the
+        readings."""
         test = self.test
+        if self.monotone and self.bounded == "sum":
+            told = self._by_total(w, a, b)
+            if told is not None:
+                return told
         if b - a <= 2 * BLOCK or "bn" not in w:  # few readings: summed directly
             x = self.span(w, a, b)
             return test(x / (b - a) if self.avg else x)
@@ -101,6 +145,8 @@ class AggregateEval(Evaluator):
         k = insert_value(state, ev.ts, v, ev.id)
         if k < 0:
             return None
+        if self.side is not None and self._hopeless(state, v):  # nor now nor at a later moment it enters
+            return None
         s, n, test = ev.ts, len(t), self.test
         b = n if k == n - 1 else bisect_right(t, s, k)
         hits = None
@@ -135,7 +181,7 @@ class ChangeEval(Evaluator):
     one sensor (`per: sensor`); rise = latest − lowest, fall = highest − latest, where "latest" is the
     reading at the moment judged."""
 
-    __slots__ = ("by_sensor", "monotone", "rise", "span", "test")
+    __slots__ = ("by_sensor", "monotone", "rise", "side", "span", "test")
 
     def __init__(
         self, pattern: Change, within: float | None, quiet: float = 0.0, by_sensor: bool = False
@@ -146,6 +192,12 @@ class ChangeEval(Evaluator):
         self.span = span_min if self.rise else span_max
         self.by_sensor = by_sensor
         self.monotone = pattern.op in ("<", "<=", ">", ">=")
+        # The window bound that bounds every change on the side the test passes: rise = v − min ≤ v − vl,
+        # fall = max − v ≤ vh − v (and ≥ v − vh, vl − v for < and <=). None when the test is not monotone.
+        rising = pattern.op in (">", ">=")
+        self.side: str | None = None
+        if self.monotone:
+            self.side = "vl" if rising == self.rise else "vh"
 
     def upgrade(self, state: dict[str, Any]) -> bool:
         per_sensor = state.get("w")
@@ -164,6 +216,10 @@ class ChangeEval(Evaluator):
     def _judge(self, w: Window, j: int, skip: int = -1) -> Hit | None:
         """The hit at the moment of reading j (ignoring reading `skip`), if the change there passes."""
         t, v, d = w["t"], w["v"], self.within
+        if self.side is not None:  # no change in the window can pass: rounding is monotone, no pad needed
+            x = v[j] - w[self.side] if self.rise else w[self.side] - v[j]
+            if not self.test(x):
+                return None
         mt = t[j]
         a = bisect_left(t, mt - d, 0, j + 1)
         b = len(t) if j == len(t) - 1 else bisect_right(t, mt, j)
@@ -213,7 +269,10 @@ class ChangeEval(Evaluator):
         k = insert_value(w, ev.ts, v, ev.id)
         if k < 0:
             return None
-        s = ev.ts
+        s, side = ev.ts, self.side
+        latest = k + 1 == len(t) and (k == 0 or t[k - 1] < s)  # the sensor's latest, alone at its time
+        if latest and side is not None and not self.test(v - w[side] if self.rise else w[side] - v):
+            return None  # judged at its own moment only (no later one holds it), where no change can pass
         hits = None
         last = state.get("la")
         if last is None or not last - self.quiet < s < last + self.quiet:  # else the cooldown suppresses it

@@ -205,6 +205,7 @@ class Engine:
                 if group in running and (rest is None or rest(ev)) and not holds(ev):
                     self._miss(plan, group, ev)
         get, put, wm, changelog = self._get, self._put, self.watermark, self._changelog
+        sensor, at = ev.sensor, ev.site
         j, n = 0, len(found)
         while j < n:
             order, i, plan = found[j]
@@ -217,7 +218,7 @@ class Engine:
                     j += 1
             level = plan.level
             if level is None:
-                group, site = ev.sensor, ev.site
+                group, site = sensor, at
             elif len(prefixes) > level:
                 group = site = prefixes[level]
             else:
@@ -236,9 +237,7 @@ class Engine:
                 if hits is not None:
                     for hit in hits:
                         if hit[3]:
-                            out.extend(
-                                self._hit(plan, gkey, state, group, hit, (ev.sensor, ev.kind, ev.value))
-                            )
+                            out.extend(self._hit(plan, gkey, state, group, hit, (sensor, ev.kind, ev.value)))
                         else:
                             self._sustain(plan, gkey, state, hit[0])
             if changelog:

@@ -1,13 +1,16 @@
 """Time-ordered windows kept as parallel lists, so that every search is a C-level bisect on plain floats.
 
 A match window is `{"t": [ts, …], "i": [event id, …]}`, perhaps with more parallel lists (distinct keeps
-`"p"`, the place of each match). A value window (`value_window()`) adds the numeric values `"v"` and, once
-it holds more than 2 × BLOCK readings, blocks of consecutive entries, each summarised: `"bt"` the time the
-block starts at, `"bn"` its size, `"bs"`/`"bl"`/`"bh"` the sum, min and max of its values. A block holds the
-entries from its start time up to the next block's: appending in time order fills blocks of BLOCK entries,
-an insert out of order updates one block's summary in O(1) and splits a block grown past 2 × BLOCK. So the
-min, max and sum of any time span cost O(BLOCK + n/BLOCK), and an out-of-order insert never rebuilds
-summaries.
+`"p"`, the place of each match). A value window (`value_window()`) adds the numeric values `"v"`, while it
+holds any `"vl"`/`"vh"` the lowest and highest of them and `"vs"` their sum (added to reading by reading,
+summed afresh whenever readings leave): bounds of every span's aggregate, from which aggregates.py tells
+that most tests cannot pass, or hold, without reading the span; and, once it holds more than 2 × BLOCK
+readings, blocks
+of consecutive entries, each summarised: `"bt"` the time the block starts at, `"bn"` its size,
+`"bs"`/`"bl"`/`"bh"` the sum, min and max of its values. A block holds the entries from its start time up
+to the next block's: appending in time order fills blocks of BLOCK entries, an insert out of order updates
+one block's summary in O(1) and splits a block grown past 2 × BLOCK. So the min, max and sum of any time
+span cost O(BLOCK + n/BLOCK), and an out-of-order insert never rebuilds summaries.
 
 All are JSON-able dicts (the engine's state), read and written in place by the functions below (no view
 objects). Inserting an event id that is already there at the same time changes nothing, so applying an
@@ -92,29 +95,54 @@ def insert_value(w: Window, ts: float, value: float, event_id: str) -> int:
     """Add a reading; its index, or -1 when this event is already in the window (or was dropped at once
     because the window is full of newer readings)."""
     t: list[float] = w["t"]
+    blocks = "bn" in w
     if t and ts <= t[-1]:
-        k = position(t, w["i"], ts, event_id)
-        if k < 0:
-            return -1
+        ids: list[str] = w["i"]
+        k, n = bisect_left(t, ts), len(t)
+        while k < n and t[k] == ts:  # position(), inline: this is the engine's hottest path
+            if ids[k] == event_id:
+                return -1
+            k += 1
         t.insert(k, ts)
-        w["i"].insert(k, event_id)
+        ids.insert(k, event_id)
         w["v"].insert(k, value)
-        if "bn" in w:
+        if blocks:
             _into_block(w, ts, value)
     else:
         k = len(t)
         t.append(ts)
         w["i"].append(event_id)
         w["v"].append(value)
-        if "bn" in w:
+        if blocks:
             _append_block(w, ts, value)
-    if len(t) > 2 * BLOCK and "bn" not in w:
-        _build_blocks(w)
-    if len(t) > MAX_ENTRIES:
+    if "vs" in w:
+        w["vs"] += value
+        if value > w["vh"]:
+            w["vh"] = value
+        elif value < w["vl"]:
+            w["vl"] = value
+    else:  # the first reading (or a window kept by an older version)
+        _bound(w)
+    if not blocks:
+        if len(t) > 2 * BLOCK:
+            _build_blocks(w)
+    elif len(t) > MAX_ENTRIES:
         n = w["bn"][0]
         _drop_blocks(w, 1)
+        _bound(w)
         k = k - n if k >= n else -1
     return k
+
+
+def _bound(w: Window) -> None:
+    """Set "vl"/"vh"/"vs" to the min, max and sum of the window's readings (none when it holds none)."""
+    if not w["v"]:
+        for key in ("vl", "vh", "vs"):
+            w.pop(key, None)
+    elif "bn" in w:
+        w["vl"], w["vh"], w["vs"] = min(w["bl"]), max(w["bh"]), sum(w["bs"])
+    else:
+        w["vl"], w["vh"], w["vs"] = min(w["v"]), max(w["v"]), sum(w["v"])
 
 
 def _append_block(w: Window, ts: float, value: float) -> None:
@@ -201,16 +229,18 @@ def evict_values(w: Window, horizon: float) -> None:
         n = bisect_left(t, horizon)
         for key in ("t", "i", "v"):
             del w[key][:n]
+        _bound(w)
         return
     if t[-1] < horizon:
         for key in ("t", "i", "v"):
             w[key].clear()
-        for key in ("bt", "bn", "bs", "bl", "bh"):
-            del w[key]
+        for key in ("bt", "bn", "bs", "bl", "bh", "vl", "vh", "vs"):
+            w.pop(key, None)
         return
     p = bisect_right(w["bt"], horizon, 1) - 1  # the block holding `horizon`: the ones before it are older
     if p > 0:
         _drop_blocks(w, p)
+        _bound(w)
 
 
 def _blocks(w: Window, a: int, b: int) -> tuple[int, int, int, int] | None:

@@ -35,6 +35,8 @@ def _check_blocks(w: Window) -> None:
     """The blocks partition the entries in time order and summarise exactly their values."""
     t, v = w["t"], w["v"]
     assert t == sorted(t) and len(t) == len(v) == len(w["i"])
+    assert (w.get("vl"), w.get("vh")) == ((min(v), max(v)) if v else (None, None))  # the readings' bounds
+    assert w.get("vs") == (sum(v) if v else None)  # integer values: exact
     if "bn" not in w:
         assert len(t) <= 2 * BLOCK
         return
@@ -72,6 +74,7 @@ def test_spans_match_brute_force_in_any_arrival_order(
             if o[0] == "evict":
                 evict_values(w, o[1] / 2)
                 horizon = max(horizon, o[1] / 2)
+                _check_blocks(w)
             continue
         present = eid in w["i"]
         k = insert_value(w, ts, v, eid)
@@ -150,3 +153,13 @@ def test_block_bounds_hold_the_exact_aggregate_of_large_spans() -> None:
                 margin = 1e-9 * (abs(bounds[0]) + abs(bounds[1]))
                 assert bounds[0] - margin <= exact <= bounds[1] + margin
     assert decided > 300
+
+
+def test_a_window_kept_without_bounds_gets_them_from_its_readings() -> None:
+    w = value_window()
+    for k in range(3 * BLOCK):
+        insert_value(w, float(k), float(k % 11), str(k))
+    del w["vl"], w["vh"], w["vs"]  # as an older version kept it
+    insert_value(w, 0.5, 4.0, "x")
+    assert (w["vl"], w["vh"], w["vs"]) == (0.0, 10.0, sum(w["v"]))
+    _check_blocks(w)
