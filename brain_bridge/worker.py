@@ -56,32 +56,40 @@ REKEY_BATCH = 1000  # events re-keyed at most in one go (a bundle is at most thi
 REKEY_WITHIN_S = 0.005  # how long a batch waits for more events: the latency bundling may add
 BUNDLE = b"bundle"  # the key of a bundle of re-keyed events (ticks and acks are keyless)
 PARTITION_CACHE = 100_000  # group keys whose re-keyed partition is remembered
+MISSED_TIMEOUT_S = 10.0  # how long reading records Faust skipped may take
 HOLD_S = 100 * 365 * 86_400.0  # lateness that keeps an engine from moving its own watermark (see `_held`)
 
 
 class OffsetWatch:
     """Notices records an agent never got: the input topics are neither compacted nor transactional, so
     within one partition every offset reaches the agent in turn, and a jump forward means Faust dropped
-    records it had fetched (as faust-streaming#596 did). Jumps back are normal: a rebalance seeks to the
-    committed offset."""
+    records it had fetched (as faust-streaming#596 does around rebalances). Jumps back are normal: a
+    rebalance seeks to the committed offset."""
 
     def __init__(self) -> None:
         self.last: dict[tuple[str, int], int] = {}
         self.skipped = 0
 
-    def saw(self, topic: str, partition: int, offset: int) -> None:
+    def saw(self, topic: str, partition: int, offset: int) -> tuple[int, int] | None:
+        """Note `offset`; returns the offsets [start, end) skipped just before it, if any."""
         last = self.last.get((topic, partition))
-        if last is not None and offset > last + 1:
-            self.skipped += offset - last - 1
-            log.error(
-                "records %s..%s of %s[%s] never reached the brain (faust dropped them); a failover or a"
-                " restart replays them from the committed offset",
-                last + 1,
-                offset - 1,
-                topic,
-                partition,
-            )
         self.last[(topic, partition)] = offset
+        if last is None or offset <= last + 1:
+            return None
+        self.skipped += offset - last - 1
+        log.warning(
+            "records %s..%s of %s[%s] never reached the brain from Faust; reading them directly",
+            last + 1,
+            offset - 1,
+            topic,
+            partition,
+        )
+        return last + 1, offset
+
+    def keep(self, assigned: set[tuple[str, int]]) -> None:
+        """Forget partitions no longer assigned: others handle them, so their offsets will jump."""
+        for tp in [tp for tp in self.last if tp not in assigned]:
+            del self.last[tp]
 
 
 def partition_level(rules: RuleSet) -> int:
@@ -160,6 +168,7 @@ class Brain:
         app.timer(config.tick_s, on_leader=True, name="clock")(self._tick)
         app.task(self._follow_rules)
         app.on_partitions_revoked.connect(self._revoked)  # type: ignore[arg-type]  # mode types the receiver narrowly
+        app.on_partitions_assigned.connect(self._assigned)  # type: ignore[arg-type]
 
     # ------------------------------------------------------------ engines
     async def _revoked(self, sender: Any, *args: Any, signal: Any = None, **kwargs: Any) -> None:
@@ -168,6 +177,9 @@ class Brain:
         self.next_offset.clear()
         self.appended.clear()
         self.assignments += 1
+
+    async def _assigned(self, sender: Any, assigned: Any = (), *args: Any, **kwargs: Any) -> None:
+        self.offsets.keep({(tp.topic, tp.partition) for tp in assigned})
 
     def _held(self, rules: RuleSet) -> RuleSet:
         """The rules as the engines see them: in re-keyed partitions the brain moves the watermark itself
@@ -203,20 +215,62 @@ class Brain:
             bundles: dict[int, list[bytes]] = {}
             for event in batch:
                 message, value = event.message, event.value
-                self.offsets.saw(message.topic, message.partition, message.offset)
                 if message.topic == self.clock_name:
+                    self.offsets.saw(message.topic, message.partition, message.offset)  # a lost tick: no harm
                     await self._send_bundles(bundles)
                     await self._pass_tick(message.partition, value)
                     continue
-                self._applied(message)
-                try:
-                    ev = SensorEvent.from_json(value)
-                except SchemaError as e:
-                    await self._dead_letter(value, e)
-                    continue
-                key = "/".join(ev.site.split("/")[: self.level + 1])
-                bundles.setdefault(self._rekeyed_partition(key), []).append(ev.to_json())
+                for record in await self._missed(message.topic, message.partition, message.offset):
+                    await self._rekey_one(record, record.value, bundles)
+                await self._rekey_one(message, value, bundles)
             await self._send_bundles(bundles)
+
+    async def _rekey_one(self, message: Any, value: bytes, bundles: dict[int, list[bytes]]) -> None:
+        self._applied(message)
+        try:
+            ev = SensorEvent.from_json(value)
+        except SchemaError as e:
+            await self._dead_letter(value, e)
+            return
+        key = "/".join(ev.site.split("/")[: self.level + 1])
+        bundles.setdefault(self._rekeyed_partition(key), []).append(ev.to_json())
+
+    async def _missed(self, topic: str, partition: int, offset: int) -> list[Any]:
+        """The records of `topic`[`partition`] Faust skipped before `offset`, read with a plain consumer
+        (none when it skipped nothing). They are handled before the record at `offset`, in the context of
+        its message, so their table writes go to the same changelog partition."""
+        gap = self.offsets.saw(topic, partition, offset)
+        if gap is None:
+            return []
+        start, end = gap
+        tp = TopicPartition(topic, partition)
+        consumer = AIOKafkaConsumer(
+            bootstrap_servers=self.config.kafka.bootstrap,
+            group_id=None,
+            enable_auto_commit=False,
+            **aiokafka_options(self.config.kafka),
+        )
+        records: list[Any] = []
+        try:
+            await consumer.start()
+            consumer.assign([tp])
+            consumer.seek(tp, start)
+            async with asyncio.timeout(MISSED_TIMEOUT_S):
+                while not records or records[-1].offset < end - 1:
+                    fetched = await consumer.getmany(tp, timeout_ms=1000)
+                    records += [r for r in fetched.get(tp, []) if start <= r.offset < end]
+        except (KafkaError, TimeoutError) as e:
+            log.error(
+                "records %s..%s of %s[%s] could not be read (%s); a failover or a restart replays them",
+                start + len(records),
+                end - 1,
+                topic,
+                partition,
+                e,
+            )
+        finally:
+            await consumer.stop()
+        return records
 
     def _rekeyed_partition(self, key: str) -> int:
         """The re-keyed partition of a group key: Kafka's default partitioner (murmur2), cached."""
@@ -243,7 +297,7 @@ class Brain:
         for p in range(self.config.partitions):
             await self.rekeyed.send(key=None, value=payload, partition=p)
 
-    def _applied(self, message: Any) -> None:
+    def _applied(self, message: Any) -> None:  # a Faust message or an aiokafka record
         """Note an event of events partition `message.partition` as applied (or re-keyed)."""
         self.next_offset[message.partition] = message.offset + 1
         self.appended[message.partition] = float(message.timestamp)
@@ -290,23 +344,31 @@ class Brain:
     async def _reflexes(self, stream: faust.StreamT[bytes]) -> None:
         async for event in stream.events():
             message = event.message
-            self.offsets.saw(message.topic, message.partition, message.offset)
-            partition = message.partition
-            engine = self._engine(partition)
             if message.topic == self.clock_name:
-                outputs = await self._on_clock(engine, partition, event.value)
-            elif self.level_topic is not None and message.key is None:
-                outputs = self._on_passed(engine, partition, event.value)
-            elif self.level_topic is not None:
-                outputs = []
-                for line in event.value.split(b"\n"):
-                    outputs += await self._on_event(engine, partition, line)
+                self.offsets.saw(message.topic, message.partition, message.offset)  # a lost tick: no harm
+                engine = self._engine(message.partition)
+                outputs = await self._on_clock(engine, message.partition, event.value)
             else:
-                if self.level_topic is None:
-                    self._applied(message)
-                outputs = await self._on_event(engine, partition, event.value)
+                outputs = []
+                for record in await self._missed(message.topic, message.partition, message.offset):
+                    outputs += await self._reflex_one(record, record.key, record.value)
+                outputs += await self._reflex_one(message, message.key, event.value)
             for output in outputs:
                 await self._route(output)
+
+    async def _reflex_one(self, message: Any, key: bytes | None, value: bytes) -> list[Output]:
+        """One record of the engine agent's input: an event, or (re-keyed) a bundle, a tick or an ack."""
+        partition = message.partition
+        engine = self._engine(partition)
+        if self.level_topic is None:
+            self._applied(message)
+            return await self._on_event(engine, partition, value)
+        if key is None:
+            return self._on_passed(engine, partition, value)
+        outputs: list[Output] = []
+        for line in value.split(b"\n"):
+            outputs += await self._on_event(engine, partition, line)
+        return outputs
 
     async def _on_event(self, engine: Engine, partition: int, raw: bytes) -> list[Output]:
         try:

@@ -352,7 +352,9 @@ async def test_a_killed_worker_loses_no_alert(city: City, watch: AlertWatch) -> 
         raise AssertionError(
             f"{describe(expected, watch.on())}\ncommits short of the end after a clean stop (records read but"
             f" never handled, e.g. dropped by Faust when its recovery resumes the flow): {stuck}\n"
-            + "\n".join(line for line in second.log().splitlines() if "never reached the brain" in line)
+            + "\n".join(
+                line for line in second.log().splitlines() if "never reached the brain from Faust" in line
+            )
         )
     assert same_but_emitted_at(watch.on()), "two different alerts share an (id, status)"
     repeats = sum(watch.pairs().values()) - len(watch.pairs())
