@@ -6,7 +6,7 @@ from __future__ import annotations
 from bisect import bisect_left, bisect_right
 from typing import Any
 
-from reflexes.judging import MAX_EVIDENCE, Evaluator, Hit, later
+from reflexes.judging import Evaluator, Hit, later
 from reflexes.model import Aggregate, Change
 from reflexes.windows import (
     BLOCK,
@@ -161,11 +161,6 @@ class AggregateEval(Evaluator):
                 if test(self._value(state, a, jb)) and not test(self._value(state, a, jb, k)):
                     hits = [*(hits or ()), self._hit(state, a, jb)]
         return hits
-
-    def _hit(self, w: Window, a: int, b: int) -> Hit:
-        t = w["t"]
-        moment = t[b - 1]
-        return moment, moment - self.within, t[a], w["i"][max(a, b - MAX_EVIDENCE) : b]
 
 
 def _rebuilt(old: dict[str, Any]) -> Window:

@@ -41,6 +41,13 @@ class Evaluator:
         group it finds in its store); True when it changed."""
         return False
 
+    def _hit(self, w: dict[str, Any], a: int, b: int) -> Hit:
+        """The hit of window `w`'s entries [a, b) (times in "t", event ids in "i"), at the moment of the
+        last: the window that fired is [moment − within, moment]; the evidence is its latest ids."""
+        t = w["t"]
+        moment = t[b - 1]
+        return moment, moment - self.within, t[a], w["i"][max(a, b - MAX_EVIDENCE) : b]
+
     def _cooling(self, state: dict[str, Any], lo: float, hi: float) -> bool:
         """Whether an alert at any moment in [lo, hi] (seconds) falls within the cooldown of the group's
         latest alert, so that the engine would suppress it: such moments need not be judged."""

@@ -123,11 +123,6 @@ class CountEval(Evaluator):
                     hits = [*(hits or ()), self._hit(w, a, jb)]
         return hits
 
-    def _hit(self, w: Window, a: int, b: int) -> Hit:
-        t = w["t"]
-        moment = t[b - 1]
-        return moment, moment - self.within, t[a], w["i"][max(a, b - MAX_EVIDENCE) : b]
-
 
 class DistinctEval(Evaluator):
     """`distinct`: w = a match window with the place (site at LEVEL) of each match in "p"."""
