@@ -901,12 +901,13 @@ async def faust_floor(b: Bench, topic: str, n: int) -> dict[str, Any]:
     proc = await asyncio.create_subprocess_exec(
         *cmd, cwd=REPO, stdout=subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE
     )
+    timeout_s = max(120.0, n / 1000.0)
     try:
-        _, err = await asyncio.wait_for(proc.communicate(), max(120.0, n / 1000.0))
+        _, err = await asyncio.wait_for(proc.communicate(), timeout_s)
     except TimeoutError:
         proc.kill()
         await proc.wait()
-        return {"error": f"no result within {max(120.0, n / 1000.0):.0f} s"}
+        return {"error": f"no result within {timeout_s:.0f} s"}
     if not out.exists():
         return {"error": f"exit {proc.returncode}: {err.decode(errors='replace')[-500:]}"}
     result: dict[str, Any] = orjson.loads(out.read_bytes())

@@ -52,10 +52,13 @@ def apply() -> None:
         resume_partitions = consumer.resume_partitions
         deferred: list[Any] = []
 
-        async def clear_then_seek_then_fetch() -> None:
-            await clear_then_seek()
+        def resume_deferred() -> None:
             while deferred:
                 resume_partitions(deferred.pop(0))
+
+        async def clear_then_seek_then_fetch() -> None:
+            await clear_then_seek()
+            resume_deferred()
 
         consumer.perform_seek = clear_then_seek_then_fetch
         consumer.resume_partitions = deferred.append
@@ -66,8 +69,7 @@ def apply() -> None:
             del consumer.perform_seek  # back to the class's methods
             del consumer.resume_partitions
             del flow.resume
-            while deferred:  # no seek (an empty assignment, or a new rebalance): resume as Faust would
-                resume_partitions(deferred.pop(0))
+            resume_deferred()  # no seek (an empty assignment, or a new rebalance): resume as Faust would
 
     setattr(on_recovery_completed, _PATCHED, True)
     Recovery.on_recovery_completed = on_recovery_completed  # type: ignore[method-assign]

@@ -36,7 +36,7 @@ import orjson
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.errors import KafkaError
-from aiokafka.partitioner import murmur2
+from aiokafka.partitioner import DefaultPartitioner
 
 from brain_bridge import faust_fixes
 from brain_bridge.config import BrainConfig
@@ -220,7 +220,8 @@ class Brain:
                     await self._send_bundles(bundles)
                     await self._pass_tick(message.partition, value)
                     continue
-                for record in await self._missed(message.topic, message.partition, message.offset):
+                gap = self.offsets.saw(message.topic, message.partition, message.offset)
+                for record in await self._missed(message.topic, message.partition, *gap) if gap else ():
                     await self._rekey_one(record, record.value, bundles)
                 await self._rekey_one(message, value, bundles)
             await self._send_bundles(bundles)
@@ -235,14 +236,10 @@ class Brain:
         key = "/".join(ev.site.split("/")[: self.level + 1])
         bundles.setdefault(self._rekeyed_partition(key), []).append(ev.to_json())
 
-    async def _missed(self, topic: str, partition: int, offset: int) -> list[Any]:
-        """The records of `topic`[`partition`] Faust skipped before `offset`, read with a plain consumer
-        (none when it skipped nothing). They are handled before the record at `offset`, in the context of
-        its message, so their table writes go to the same changelog partition."""
-        gap = self.offsets.saw(topic, partition, offset)
-        if gap is None:
-            return []
-        start, end = gap
+    async def _missed(self, topic: str, partition: int, start: int, end: int) -> list[Any]:
+        """Records [start, end) of `topic`[`partition`], which Faust skipped, read with a plain consumer.
+        They are handled before the record at `end`, in the context of its message, so their table writes
+        go to the same changelog partition."""
         tp = TopicPartition(topic, partition)
         consumer = AIOKafkaConsumer(
             bootstrap_servers=self.config.kafka.bootstrap,
@@ -276,7 +273,8 @@ class Brain:
         """The re-keyed partition of a group key: Kafka's default partitioner (murmur2), cached."""
         partition = self.partition_of.get(key)
         if partition is None:
-            partition = (murmur2(key.encode()) & 0x7FFFFFFF) % self.config.partitions
+            partitions = list(range(self.config.partitions))
+            partition = int(DefaultPartitioner()(key.encode(), partitions, partitions))
             if len(self.partition_of) < PARTITION_CACHE:
                 self.partition_of[key] = partition
         return partition
@@ -350,7 +348,8 @@ class Brain:
                 outputs = await self._on_clock(engine, message.partition, event.value)
             else:
                 outputs = []
-                for record in await self._missed(message.topic, message.partition, message.offset):
+                gap = self.offsets.saw(message.topic, message.partition, message.offset)
+                for record in await self._missed(message.topic, message.partition, *gap) if gap else ():
                     outputs += await self._reflex_one(record, record.key, record.value)
                 outputs += await self._reflex_one(message, message.key, event.value)
             for output in outputs:

@@ -27,14 +27,15 @@ async def test_the_records_before_a_jump_are_read_in_order(
             await producer.send_and_wait(topic, f"p0-{i}".encode(), partition=0)
     finally:
         await producer.stop()
-    # Only the two methods `_missed` uses: its watch and its Kafka settings.
-    worker: Any = SimpleNamespace(
-        offsets=OffsetWatch(), config=BrainConfig(kafka=KafkaSettings(bootstrap=kafka_bootstrap))
-    )
-    assert await Brain._missed(worker, topic, 1, 2) == []  # the first record seen: nothing to compare with
-    assert await Brain._missed(worker, topic, 1, 3) == []  # in turn
-    missed = await Brain._missed(worker, topic, 1, 8)  # Faust handed 8 after 3
+    # Only what `_missed` uses: the worker's Kafka settings.
+    worker: Any = SimpleNamespace(config=BrainConfig(kafka=KafkaSettings(bootstrap=kafka_bootstrap)))
+    watch = OffsetWatch()
+    assert watch.saw(topic, 1, 2) is None  # the first record seen: nothing to compare with
+    assert watch.saw(topic, 1, 3) is None  # in turn
+    gap = watch.saw(topic, 1, 8)  # Faust handed 8 after 3
+    assert gap == (4, 8)
+    missed = await Brain._missed(worker, topic, 1, *gap)
     assert [(r.partition, r.offset, r.value) for r in missed] == [
         (1, o, f"p1-{o}".encode()) for o in (4, 5, 6, 7)
     ]
-    assert worker.offsets.skipped == 4
+    assert watch.skipped == 4
