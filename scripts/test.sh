@@ -46,8 +46,22 @@ start_brokers() {
 	fi
 }
 
+# tests/unit/test_compose_file.py checks docker/docker-compose.yml with `docker compose config` or, where the
+# Compose plugin is missing (our machines), Debian's docker-compose; a fresh machine has neither.
+ensure_compose() {
+	if command -v docker >/dev/null && docker compose version >/dev/null 2>&1; then return 0; fi
+	command -v docker-compose >/dev/null && return 0
+	command -v apt-get >/dev/null || die "neither 'docker compose' nor docker-compose is installed, and apt-get is not available"
+	step "installing docker-compose with apt-get (to check docker/docker-compose.yml)"
+	if [[ $EUID -eq 0 ]]; then SUDO=(); else SUDO=(sudo); fi
+	"${SUDO[@]}" apt-get update -qq
+	"${SUDO[@]}" env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq docker-compose >/dev/null
+	command -v docker-compose >/dev/null || die "docker-compose is still missing after apt-get install docker-compose"
+}
+
 ensure_venv
 ensure_install
+ensure_compose
 
 # The launcher's readiness check asks Kafka for metadata through this venv's aiokafka.
 export NERVE_PYTHON=$VENV/bin/python
