@@ -227,12 +227,17 @@ class Probe(threading.Thread):
         self.join(5)
 
     def _window(self, w0: float, w1: float) -> list[Sample]:
-        """The samples inside [w0, w1]; if fewer than two, widened by one period on each side."""
+        """The samples inside [w0, w1]; if fewer than two, with the nearest sample on each side as well.
+
+        A sample waits on the agent's /metrics, so a busy agent can leave a short phase with one sample or
+        none (seen in a CI run: the live phase's CPU share came out None); the bracket still spans it."""
         samples = list(self.samples)
         inside = [s for s in samples if w0 <= s.wall <= w1]
         if len(inside) >= 2:
             return inside
-        return [s for s in samples if w0 - self.period_s <= s.wall <= w1 + self.period_s]
+        before = [s for s in samples if s.wall < w0][-1:]
+        after = [s for s in samples if s.wall > w1][:1]
+        return before + inside + after
 
     def cores(self, w0: float, w1: float) -> dict[str, float | None]:
         """Cores used by each process between wall times w0 and w1 (CPU seconds / wall seconds)."""
