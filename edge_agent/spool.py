@@ -184,8 +184,7 @@ class Spool:
         self._lock = threading.Lock()
         self._reclaim_lock = threading.Lock()  # close() waits for a compaction under way
         self._closed = False
-        self._sync_write = WriteOptions()
-        self._sync_write.sync = sync
+        self._sync = sync
         # Deletes are not fsynced: one lost to a power cut only re-sends a record (ids deduplicate),
         # and the next synced append makes it durable anyway.
         self._lazy_write = WriteOptions()
@@ -244,7 +243,12 @@ class Spool:
             batch.put(_META_NEXT_SEQ, _SEQ.pack(seq))
             self._next_seq = seq  # even if the write fails: an id is never reused
             try:
-                self._db.write(batch, self._sync_write)
+                # A synced write holds the GIL through its fsync (about 200 µs here), stalling the event
+                # loop that runs the reflexes; flush_wal(sync) makes the same bytes durable with the GIL
+                # released, so the loop keeps going while the spool writer thread waits on the disk.
+                self._db.write(batch, self._lazy_write)
+                if self._sync:
+                    self._db.flush_wal(True)
             except Exception as exc:
                 raise SpoolWriteError(f"spool {self.path}: append of {len(records)} failed: {exc}") from exc
             with self._lock:
