@@ -17,6 +17,8 @@ from aiokafka import AIOKafkaProducer
 from aiokafka.errors import GroupAuthorizationFailedError, TopicAuthorizationFailedError
 
 from brain_bridge.departments import AlertFeed, FeedError, alert_states
+from edge_agent.spool import Priority, Spool, SpoolRecord
+from edge_agent.uplink import Uplink
 from nerve_cli.lockdown.inventory import ADMIN
 from schemas import Alert
 from tests.integration.conftest import port_answers, split_address
@@ -384,3 +386,41 @@ def broker_logs() -> dict[str, str]:
         if path.exists():
             found[f"broker {name}"] = path.read_text(errors="replace")
     return found
+
+
+async def test_the_uplink_drops_records_for_a_refused_topic_and_delivers_the_rest(
+    city: SecureCity, tmp_path: Path
+) -> None:
+    """A record the gateway's principal may not write (a command) is dropped, counted and logged instead of
+    blocking the spool; the records around it, in one batch, still reach Kafka."""
+    delivered: list[tuple[Priority, int]] = []
+    options = city.kafka_options(B3)
+    with Spool(tmp_path / "spool", max_bytes=1 << 20) as spool:
+        spool.append(
+            [
+                SpoolRecord(Priority.URGENT, city.inventory.topic("commands"), b"yuelu/c12/b4", b"{}"),
+                SpoolRecord(Priority.TELEMETRY, city.inventory.topic("events"), b"yuelu/c12/b3", b'{"a":1}'),
+                SpoolRecord(Priority.TELEMETRY, city.inventory.topic("events"), b"yuelu/c12/b3", b'{"a":2}'),
+            ]
+        )
+        uplink = Uplink(
+            spool,
+            bootstrap=options.pop("bootstrap_servers"),
+            client_id=f"refusal-{uuid.uuid4().hex[:6]}",
+            security=options,
+            on_delivered=lambda priority, n: delivered.append((priority, n)),
+        )
+        stop = asyncio.Event()
+        task = asyncio.create_task(uplink.run(stop))
+        try:
+            deadline = time.monotonic() + 60
+            while spool.stats().urgent + spool.stats().telemetry and time.monotonic() < deadline:
+                assert not task.done(), task
+                await asyncio.sleep(0.05)
+        finally:
+            stop.set()
+            await asyncio.wait_for(task, 30)
+        stats = spool.stats()
+    assert (stats.urgent, stats.telemetry) == (0, 0), stats
+    assert uplink.refused == 1
+    assert sum(n for p, n in delivered if p is Priority.TELEMETRY) == 2, delivered
