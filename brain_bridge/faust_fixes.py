@@ -53,6 +53,11 @@ def apply() -> None:
         deferred: list[Any] = []
 
         def resume_deferred() -> None:
+            if app.consumer_generation_id != generation_id:
+                # A newer rebalance has begun and paused its partitions: resuming these now would let the
+                # streams run before that rebalance's tables are restored. Its own recovery resumes them.
+                deferred.clear()
+                return
             while deferred:
                 resume_partitions(deferred.pop(0))
 

@@ -29,6 +29,7 @@ import asyncio
 import dataclasses
 import logging
 import time
+from collections.abc import Sequence
 from typing import Any, cast
 
 import faust
@@ -37,6 +38,7 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.errors import KafkaError
 from aiokafka.partitioner import DefaultPartitioner
+from faust.types import TP
 
 from brain_bridge import faust_fixes
 from brain_bridge.config import BrainConfig
@@ -53,6 +55,7 @@ from schemas.routing import Routing
 log = logging.getLogger("nerve.brain")
 BUILDING = 2  # index of `building` in the default site levels: nerve.events is keyed down to it
 REKEY_BATCH = 1000  # events re-keyed at most in one go (a bundle is at most this many events)
+BUNDLE_MAX_BYTES = 512 * 1024  # a bundle is sent once this big: Faust's producer refuses records over 1 MB
 REKEY_WITHIN_S = 0.005  # how long a batch waits for more events: the latency bundling may add
 BUNDLE = b"bundle"  # the key of a bundle of re-keyed events (ticks and acks are keyless)
 PARTITION_CACHE = 100_000  # group keys whose re-keyed partition is remembered
@@ -212,21 +215,47 @@ class Brain:
         has handled it, and commits only after flushing the producer, so nothing is lost in between."""
         batches = cast(faust.Stream[bytes], stream).take_events(REKEY_BATCH, within=REKEY_WITHIN_S)
         async for batch in batches:
-            bundles: dict[int, list[bytes]] = {}
-            for event in batch:
-                message, value = event.message, event.value
-                if message.topic == self.clock_name:
-                    self.offsets.saw(message.topic, message.partition, message.offset)  # a lost tick: no harm
-                    await self._send_bundles(bundles)
-                    await self._pass_tick(message.partition, value)
-                    continue
-                gap = self.offsets.saw(message.topic, message.partition, message.offset)
-                for record in await self._missed(message.topic, message.partition, *gap) if gap else ():
-                    await self._rekey_one(record, record.value, bundles)
-                await self._rekey_one(message, value, bundles)
-            await self._send_bundles(bundles)
+            try:
+                await self._rekey_batch(batch)
+            except BaseException:
+                # take_events acks the whole batch when the generator is closed, even the events not yet
+                # forwarded: an extra reference keeps them from being committed, so they are read again.
+                for event in batch:
+                    event.message.incref()
+                raise
 
-    async def _rekey_one(self, message: Any, value: bytes, bundles: dict[int, list[bytes]]) -> None:
+    async def _rekey_batch(self, batch: Sequence[faust.EventT[bytes]]) -> None:
+        bundles: dict[int, list[bytes]] = {}
+        sizes: dict[int, int] = {}
+        gaps: list[tuple[TP, list[Any]]] = []  # records read past Faust, closed once forwarded
+        for event in batch:
+            message, value = event.message, event.value
+            if message.topic == self.clock_name:
+                self.offsets.saw(message.topic, message.partition, message.offset)  # a lost tick: no harm
+                await self._send_bundles(bundles, sizes)
+                await self._pass_tick(message.partition, value)
+                continue
+            gap = self.offsets.saw(message.topic, message.partition, message.offset)
+            if gap:
+                missed = await self._missed(message.topic, message.partition, *gap)
+                for record in missed:
+                    await self._rekey_one(record, record.value, bundles, sizes)
+                if missed:
+                    gaps.append((TP(message.topic, message.partition), missed))
+            await self._rekey_one(message, value, bundles, sizes)
+        await self._send_bundles(bundles, sizes)
+        for tp, records in gaps:
+            await self._close_gap(tp, records)
+
+    async def _close_gap(self, tp: TP, records: list[Any]) -> None:
+        """Let Faust commit past `records`, read by `_missed` and now handled. Faust never acks what it
+        dropped, so without a gap over them its commits of that partition would stop there for good."""
+        consumer: Any = self.app.consumer  # _add_gap is the transport Consumer's, not ConsumerT's
+        await consumer._add_gap(tp, records[0].offset, records[-1].offset)
+
+    async def _rekey_one(
+        self, message: Any, value: bytes, bundles: dict[int, list[bytes]], sizes: dict[int, int]
+    ) -> None:
         self._applied(message)
         try:
             ev = SensorEvent.from_json(value)
@@ -234,7 +263,13 @@ class Brain:
             await self._dead_letter(value, e)
             return
         key = "/".join(ev.site.split("/")[: self.level + 1])
-        bundles.setdefault(self._rekeyed_partition(key), []).append(ev.to_json())
+        partition = self._rekeyed_partition(key)
+        line = ev.to_json()
+        bundles.setdefault(partition, []).append(line)
+        sizes[partition] = sizes.get(partition, 0) + len(line) + 1
+        if sizes[partition] >= BUNDLE_MAX_BYTES:  # sent early, so a record never outgrows Kafka's limit
+            await self.rekeyed.send(key=BUNDLE, value=b"\n".join(bundles.pop(partition)), partition=partition)
+            del sizes[partition]
 
     async def _missed(self, topic: str, partition: int, start: int, end: int) -> list[Any]:
         """Records [start, end) of `topic`[`partition`], which Faust skipped, read with a plain consumer.
@@ -279,11 +314,12 @@ class Brain:
                 self.partition_of[key] = partition
         return partition
 
-    async def _send_bundles(self, bundles: dict[int, list[bytes]]) -> None:
+    async def _send_bundles(self, bundles: dict[int, list[bytes]], sizes: dict[int, int]) -> None:
         """One record per re-keyed partition: its events as compact JSON lines, in order."""
         for partition, events in bundles.items():
             await self.rekeyed.send(key=BUNDLE, value=b"\n".join(events), partition=partition)
         bundles.clear()
+        sizes.clear()
 
     async def _pass_tick(self, partition: int, raw: bytes) -> None:
         """Hand a tick of events partition `partition` to every re-keyed partition, once its events are."""
@@ -342,6 +378,7 @@ class Brain:
     async def _reflexes(self, stream: faust.StreamT[bytes]) -> None:
         async for event in stream.events():
             message = event.message
+            missed: list[Any] = []
             if message.topic == self.clock_name:
                 self.offsets.saw(message.topic, message.partition, message.offset)  # a lost tick: no harm
                 engine = self._engine(message.partition)
@@ -349,11 +386,14 @@ class Brain:
             else:
                 outputs = []
                 gap = self.offsets.saw(message.topic, message.partition, message.offset)
-                for record in await self._missed(message.topic, message.partition, *gap) if gap else ():
+                missed = await self._missed(message.topic, message.partition, *gap) if gap else []
+                for record in missed:
                     outputs += await self._reflex_one(record, record.key, record.value)
                 outputs += await self._reflex_one(message, message.key, event.value)
             for output in outputs:
                 await self._route(output)
+            if missed:  # as in _rekey_batch: now their offsets may be committed
+                await self._close_gap(TP(message.topic, message.partition), missed)
 
     async def _reflex_one(self, message: Any, key: bytes | None, value: bytes) -> list[Output]:
         """One record of the engine agent's input: an event, or (re-keyed) a bundle, a tick or an ack."""
