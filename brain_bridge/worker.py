@@ -60,6 +60,7 @@ REKEY_WITHIN_S = 0.005  # how long a batch waits for more events: the latency bu
 BUNDLE = b"bundle"  # the key of a bundle of re-keyed events (ticks and acks are keyless)
 PARTITION_CACHE = 100_000  # group keys whose re-keyed partition is remembered
 MISSED_TIMEOUT_S = 10.0  # how long reading records Faust skipped may take
+COMMITTED_TIMEOUT_S = 5.0  # how long looking up the group's committed offsets may take
 HOLD_S = 100 * 365 * 86_400.0  # lateness that keeps an engine from moving its own watermark (see `_held`)
 
 
@@ -67,11 +68,18 @@ class OffsetWatch:
     """Notices records an agent never got: the input topics are neither compacted nor transactional, so
     within one partition every offset reaches the agent in turn, and a jump forward means Faust dropped
     records it had fetched (as faust-streaming#596 does around rebalances). Jumps back are normal: a
-    rebalance seeks to the committed offset."""
+    rebalance seeks to the committed offset. A partition newly assigned starts at the group's committed
+    offset (`start`), so records dropped before the first one handed over are noticed too. The clock
+    topic is not watched: a lost tick does no harm, the next one carries the clock on."""
 
     def __init__(self) -> None:
         self.last: dict[tuple[str, int], int] = {}
         self.skipped = 0
+
+    def start(self, topic: str, partition: int, committed: int) -> None:
+        """A new assignment of `topic`[`partition`] reads from `committed` on, unless records of it were
+        seen already (the partition stayed with this worker: what it saw before was handled)."""
+        self.last.setdefault((topic, partition), committed - 1)
 
     def saw(self, topic: str, partition: int, offset: int) -> tuple[int, int] | None:
         """Note `offset`; returns the offsets [start, end) skipped just before it, if any."""
@@ -183,6 +191,11 @@ class Brain:
 
     async def _assigned(self, sender: Any, assigned: Any = (), *args: Any, **kwargs: Any) -> None:
         self.offsets.keep({(tp.topic, tp.partition) for tp in assigned})
+        watched = {self.config.topic("events"), self.level_topic}
+        tps = [TopicPartition(tp.topic, tp.partition) for tp in assigned if tp.topic in watched]
+        new = [tp for tp in tps if (tp.topic, tp.partition) not in self.offsets.last]
+        for tp, offset in (await self._committed_offsets(new)).items():
+            self.offsets.start(tp.topic, tp.partition, offset)
 
     def _held(self, rules: RuleSet) -> RuleSet:
         """The rules as the engines see them: in re-keyed partitions the brain moves the watermark itself
@@ -231,7 +244,6 @@ class Brain:
         for event in batch:
             message, value = event.message, event.value
             if message.topic == self.clock_name:
-                self.offsets.saw(message.topic, message.partition, message.offset)  # a lost tick: no harm
                 await self._send_bundles(bundles, sizes)
                 await self._pass_tick(message.partition, value)
                 continue
@@ -280,12 +292,17 @@ class Brain:
             bootstrap_servers=self.config.kafka.bootstrap,
             group_id=None,
             enable_auto_commit=False,
+            auto_offset_reset="earliest",
             **aiokafka_options(self.config.kafka),
         )
         records: list[Any] = []
         try:
             await consumer.start()
             consumer.assign([tp])
+            # records deleted by retention meanwhile are gone for everyone: read what is left of the span
+            start = max(start, (await consumer.beginning_offsets([tp]))[tp])
+            if start >= end:
+                return records
             consumer.seek(tp, start)
             async with asyncio.timeout(MISSED_TIMEOUT_S):
                 while not records or records[-1].offset < end - 1:
@@ -359,19 +376,40 @@ class Brain:
     async def _committed(self, partition: int) -> int | None:
         """Where this assignment of events partition `partition` starts: the group's committed offset."""
         tp = TopicPartition(self.config.topic("events"), partition)
+        try:
+            offsets = await self._committed_offsets([tp], strict=True)
+            offset = offsets.get(tp)
+            if offset is None:  # nothing committed yet: the consumer is where it was, or at the earliest
+                offset = await self.app.consumer.position(tp)
+            return None if offset is None else int(offset)
+        except (KafkaError, TimeoutError) as e:
+            log.warning("committed offset of %s unknown; the clock waits", tp, extra={"error": repr(e)})
+            return None
+
+    async def _committed_offsets(
+        self, tps: list[TopicPartition], *, strict: bool = False
+    ) -> dict[TopicPartition, int]:
+        """The group's committed offsets of `tps`, those it has one for. Kafka errors raise when `strict`,
+        else they are logged and nothing is returned."""
+        if not tps:
+            return {}
         admin = AIOKafkaAdminClient(
             bootstrap_servers=self.config.kafka.bootstrap, **aiokafka_options(self.config.kafka)
         )
         try:
-            await admin.start()
-            offsets = await admin.list_consumer_group_offsets(self.config.app_id, partitions=[tp])
-            offset = offsets[tp].offset if tp in offsets else -1
-            if offset < 0:  # nothing committed yet: the consumer is where it was, or at the earliest offset
-                offset = await self.app.consumer.position(tp)
-            return None if offset is None else int(offset)
-        except KafkaError as e:
-            log.warning("committed offset of %s unknown; the clock waits", tp, extra={"error": repr(e)})
-            return None
+            async with asyncio.timeout(COMMITTED_TIMEOUT_S):
+                await admin.start()
+                offsets = await admin.list_consumer_group_offsets(self.config.app_id, partitions=tps)
+            return {tp: meta.offset for tp, meta in offsets.items() if tp in tps and meta.offset >= 0}
+        except (KafkaError, TimeoutError) as e:
+            if strict:
+                raise
+            log.warning(
+                "committed offsets of %s unknown; records Faust drops before their first one go unnoticed",
+                ", ".join(f"{tp.topic}[{tp.partition}]" for tp in tps),
+                extra={"error": repr(e)},
+            )
+            return {}
         finally:
             await admin.close()
 
@@ -380,7 +418,6 @@ class Brain:
             message = event.message
             missed: list[Any] = []
             if message.topic == self.clock_name:
-                self.offsets.saw(message.topic, message.partition, message.offset)  # a lost tick: no harm
                 engine = self._engine(message.partition)
                 outputs = await self._on_clock(engine, message.partition, event.value)
             else:

@@ -35,3 +35,21 @@ def test_a_partition_given_away_is_forgotten() -> None:
     watch.keep({("nerve.events", 1)})
     assert watch.saw("nerve.events", 0, 500) is None  # others handled 11..499 meanwhile
     assert watch.saw("nerve.events", 1, 12) == (11, 12)
+
+
+def test_a_new_assignment_starts_at_the_committed_offset() -> None:
+    watch = OffsetWatch()
+    watch.start("nerve.events", 0, 120)  # the group committed 120: the next record handed over is 120
+    assert watch.saw("nerve.events", 0, 120) is None
+    watch.start("nerve.events", 1, 120)
+    assert watch.saw("nerve.events", 1, 125) == (120, 125)  # Faust dropped 120..124 before the first one
+    assert watch.skipped == 5
+
+
+def test_a_partition_kept_across_a_rebalance_keeps_what_it_saw() -> None:
+    watch = OffsetWatch()
+    watch.saw("nerve.events", 0, 10)
+    watch.saw("nerve.events", 0, 11)
+    watch.start("nerve.events", 0, 8)  # kept: 8..11 were handled here, a rewind to 8 is no loss
+    assert [watch.saw("nerve.events", 0, offset) for offset in (8, 9, 10, 11, 12)] == [None] * 5
+    assert watch.skipped == 0
