@@ -238,6 +238,11 @@ class EdgeConfig(BaseSettings):
     rule_set: Name = Field(
         default="city", description="The rule set followed on <prefix>rules for hot reload (edge tier)."
     )
+    malloc_arena_max: Annotated[int, Field(ge=0, le=64)] = Field(
+        default=2,
+        description="glibc malloc arenas at most, with memory returned after bursts (edge_agent.memory); "
+        "0 keeps glibc's defaults.",
+    )
 
     @classmethod
     def settings_customise_sources(

@@ -22,6 +22,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
 async def _serve(config_path: Path) -> int:
     from edge_agent.agent import EdgeAgent
     from edge_agent.config import ConfigError, load_config
+    from edge_agent.memory import tune_malloc
     from reflexes import RuleSetError, load_rules
     from schemas.routing import Routing
 
@@ -44,6 +45,8 @@ async def _serve(config_path: Path) -> int:
     if problems:
         print("\n".join(f"{config.departments}: {p}" for p in problems), file=sys.stderr)
         return 2
+    if config.malloc_arena_max:  # before the agent starts its threads (paho, spool, uplink)
+        tune_malloc(config.malloc_arena_max)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
