@@ -194,7 +194,16 @@ class Brain:
         watched = {self.config.topic("events"), self.level_topic}
         tps = [TopicPartition(tp.topic, tp.partition) for tp in assigned if tp.topic in watched]
         new = [tp for tp in tps if (tp.topic, tp.partition) not in self.offsets.last]
-        for tp, offset in (await self._committed_offsets(new)).items():
+        try:
+            committed = await self._committed_offsets(new)
+        except (KafkaError, TimeoutError) as e:
+            log.warning(
+                "committed offsets of %s unknown; records Faust drops before their first one go unnoticed",
+                ", ".join(f"{tp.topic}[{tp.partition}]" for tp in new),
+                extra={"error": repr(e)},
+            )
+            return
+        for tp, offset in committed.items():
             self.offsets.start(tp.topic, tp.partition, offset)
 
     def _held(self, rules: RuleSet) -> RuleSet:
@@ -377,8 +386,7 @@ class Brain:
         """Where this assignment of events partition `partition` starts: the group's committed offset."""
         tp = TopicPartition(self.config.topic("events"), partition)
         try:
-            offsets = await self._committed_offsets([tp], strict=True)
-            offset = offsets.get(tp)
+            offset = (await self._committed_offsets([tp])).get(tp)
             if offset is None:  # nothing committed yet: the consumer is where it was, or at the earliest
                 offset = await self.app.consumer.position(tp)
             return None if offset is None else int(offset)
@@ -386,11 +394,8 @@ class Brain:
             log.warning("committed offset of %s unknown; the clock waits", tp, extra={"error": repr(e)})
             return None
 
-    async def _committed_offsets(
-        self, tps: list[TopicPartition], *, strict: bool = False
-    ) -> dict[TopicPartition, int]:
-        """The group's committed offsets of `tps`, those it has one for. Kafka errors raise when `strict`,
-        else they are logged and nothing is returned."""
+    async def _committed_offsets(self, tps: list[TopicPartition]) -> dict[TopicPartition, int]:
+        """The group's committed offsets of `tps`, those it has one for (KafkaError, TimeoutError)."""
         if not tps:
             return {}
         admin = AIOKafkaAdminClient(
@@ -401,15 +406,6 @@ class Brain:
                 await admin.start()
                 offsets = await admin.list_consumer_group_offsets(self.config.app_id, partitions=tps)
             return {tp: meta.offset for tp, meta in offsets.items() if tp in tps and meta.offset >= 0}
-        except (KafkaError, TimeoutError) as e:
-            if strict:
-                raise
-            log.warning(
-                "committed offsets of %s unknown; records Faust drops before their first one go unnoticed",
-                ", ".join(f"{tp.topic}[{tp.partition}]" for tp in tps),
-                extra={"error": repr(e)},
-            )
-            return {}
         finally:
             await admin.close()
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import ctypes
 import logging
+import platform
 import sys
 
 log = logging.getLogger("nerve.edge")
@@ -22,15 +23,18 @@ M_MMAP_THRESHOLD = -3
 M_ARENA_MAX = -8
 
 
+def is_glibc() -> bool:
+    """Whether this process runs on Linux with glibc (musl's mallopt accepts nothing)."""
+    return sys.platform.startswith("linux") and platform.libc_ver()[0] == "glibc"
+
+
 def tune_malloc(arena_max: int, threshold: int = 128 * 1024) -> bool:
     """Cap malloc at `arena_max` arenas and fix its trim and mmap thresholds at `threshold` bytes;
     True when glibc took every setting."""
-    if not sys.platform.startswith("linux"):
+    if not is_glibc():
         return False
     try:
-        libc = ctypes.CDLL(None)
-        mallopt = libc.mallopt
-        libc.gnu_get_libc_version  # noqa: B018  # glibc only: musl's mallopt accepts nothing anyway
+        mallopt = ctypes.CDLL(None).mallopt
     except (OSError, AttributeError):
         return False
     mallopt.argtypes, mallopt.restype = [ctypes.c_int, ctypes.c_int], ctypes.c_int

@@ -17,18 +17,22 @@ from tests.integration.conftest import NewTopicFactory
 pytestmark = pytest.mark.integration
 
 
+async def _produce(bootstrap: str, topic: str, records: list[tuple[int, bytes]]) -> None:
+    """Write (partition, value) records in order, each acknowledged by the broker before the next."""
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all")
+    await producer.start()
+    try:
+        for partition, value in records:
+            await producer.send_and_wait(topic, value, partition=partition)
+    finally:
+        await producer.stop()
+
+
 async def test_the_records_before_a_jump_are_read_in_order(
     kafka_bootstrap: str, new_topic: NewTopicFactory
 ) -> None:
     topic = await new_topic("refill", 2)
-    producer = AIOKafkaProducer(bootstrap_servers=kafka_bootstrap, acks="all")
-    await producer.start()
-    try:
-        for i in range(10):
-            await producer.send_and_wait(topic, f"p1-{i}".encode(), partition=1)
-            await producer.send_and_wait(topic, f"p0-{i}".encode(), partition=0)
-    finally:
-        await producer.stop()
+    await _produce(kafka_bootstrap, topic, [(p, f"p{p}-{i}".encode()) for i in range(10) for p in (1, 0)])
     # Only what `_missed` uses: the worker's Kafka settings.
     worker: Any = SimpleNamespace(config=BrainConfig(kafka=KafkaSettings(bootstrap=kafka_bootstrap)))
     watch = OffsetWatch()
@@ -47,13 +51,7 @@ async def test_records_deleted_by_retention_are_skipped_without_waiting(
     kafka_bootstrap: str, new_topic: NewTopicFactory
 ) -> None:
     topic = await new_topic("refill-deleted", 1)
-    producer = AIOKafkaProducer(bootstrap_servers=kafka_bootstrap, acks="all")
-    await producer.start()
-    try:
-        for i in range(10):
-            await producer.send_and_wait(topic, f"r{i}".encode(), partition=0)
-    finally:
-        await producer.stop()
+    await _produce(kafka_bootstrap, topic, [(0, f"r{i}".encode()) for i in range(10)])
     tp = TopicPartition(topic, 0)
     admin = AIOKafkaAdminClient(bootstrap_servers=kafka_bootstrap)
     await admin.start()
@@ -84,7 +82,7 @@ async def test_a_new_assignment_is_watched_from_the_committed_offset(
         kafka=KafkaSettings(bootstrap=kafka_bootstrap), app_id=group, topic=lambda name: topic
     )
     worker: Any = SimpleNamespace(config=config, offsets=OffsetWatch(), level_topic=None)
-    worker._committed_offsets = lambda tps, **kw: Brain._committed_offsets(worker, tps, **kw)
+    worker._committed_offsets = lambda tps: Brain._committed_offsets(worker, tps)
     worker.offsets.saw(topic, 2, 40)  # partition 2 stayed with this worker: what it saw stands
     assigned = {TP(topic, p) for p in range(3)} | {TP("nerve-brain-clock", 0)}
     await Brain._assigned(worker, None, assigned)
