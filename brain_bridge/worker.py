@@ -395,7 +395,7 @@ class Brain:
             return None
 
     async def _committed_offsets(self, tps: list[TopicPartition]) -> dict[TopicPartition, int]:
-        """The group's committed offsets of `tps`, those it has one for (KafkaError, TimeoutError)."""
+        """The group's committed offsets of `tps`, those it has one for; raises KafkaError or TimeoutError."""
         if not tps:
             return {}
         admin = AIOKafkaAdminClient(
