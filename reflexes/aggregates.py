@@ -1,9 +1,14 @@
 """Patterns over numeric readings: `avg`/`min`/`max`/`sum` of a group's readings and `rise`/`fall` of one
-sensor's, on value windows (windows.py), judged as patterns.py describes."""
+sensor's, on value windows (windows.py), judged as patterns.py describes.
+
+The readings live in a `Family`'s window, shared by every reflex that reads the same ones (the engine
+inserts each reading once); an evaluator first tells from the window alone whether the new reading is
+`hopeless` for it, and only if not reads the group's own state (cooldown) and `judge`s its span."""
 
 from __future__ import annotations
 
 from bisect import bisect_left, bisect_right
+from collections.abc import Callable
 from typing import Any
 
 from reflexes.judging import Evaluator, Hit, later
@@ -22,10 +27,11 @@ from reflexes.windows import (
 
 
 class AggregateEval(Evaluator):
-    """`avg`/`min`/`max`/`sum` of the numeric matches: the group's state is itself the value window (see
-    windows.py; its keys do not collide with the engine's), one dict less per group."""
+    """`avg`/`min`/`max`/`sum` of the numeric matches of a group, over its family's window."""
 
-    __slots__ = ("avg", "bounded", "fn", "monotone", "op", "side", "span", "test")
+    __slots__ = ("avg", "bounded", "family", "fn", "hopeless", "monotone", "op", "side", "span", "test")
+    family: Family  # set by the engine when it files the reflex
+    hopeless: Callable[[Window, int, float], bool]
 
     def __init__(self, pattern: Aggregate, within: float | None, quiet: float = 0.0) -> None:
         super().__init__(pattern, within, quiet)
@@ -44,6 +50,7 @@ class AggregateEval(Evaluator):
             self.side = "v" if pattern.fn == "min" else "vh"
         elif pattern.op in ("<", "<=") and pattern.fn != "sum":
             self.side = "v" if pattern.fn == "max" else "vl"
+        self.hopeless = self._hopeless_test()
 
     def upgrade(self, state: dict[str, Any]) -> bool:
         old = state.pop("w", None)  # the window apart, with index blocks
@@ -59,19 +66,26 @@ class AggregateEval(Evaluator):
             return v > 0 if self.op in (">", ">=") else v < 0 if self.op in ("<", "<=") else v != 0
         return (self.op == "==" and self.avg) or self.test(v)
 
-    def _hopeless(self, w: Window, v: float) -> bool:
-        """Whether no span holding the new reading `v` can pass the test, told from the window's bounds
-        alone (`avg > x` when no reading exceeds x, `min > x` when v does not, …)."""
-        side = self.side
+    def _hopeless_test(self) -> Callable[[Window, int, float], bool]:
+        """`hopeless`, built for this test: whether no span holding the new reading v (entry k) can pass,
+        nor now nor at a later moment it enters, told from the window's bounds alone (`avg > x` when no
+        reading exceeds x, `min > x` when v does not, …), without the group's state."""
+        side, test = self.side, self.test
         if side is None:
-            return False
-        x = v if side == "v" else w[side]
-        if self.avg:  # an average is rounded: widen the bound well past any rounding
+            return _never
+        if side == "v":
+            return lambda w, k, v: not test(v)
+        if not self.avg:
+            return lambda w, k, v: not test(w[side])
+        up = side == "vh"
+
+        def hopeless(w: Window, k: int, v: float) -> bool:
+            # an average is rounded: widen the bound well past any rounding
             pad = 1e-9 * (abs(w["vl"]) + abs(w["vh"])) + 1e-12
-            x = x + pad if side == "vh" else x - pad
-            if not -1e300 < x < 1e300:  # a sum of such readings may overflow: judge it exactly
-                return False
-        return not self.test(x)
+            x = w[side] + pad if up else w[side] - pad
+            return -1e300 < x < 1e300 and not test(x)  # else a sum may overflow: judge it exactly
+
+        return hopeless
 
     def _by_total(self, w: Window, a: int, b: int) -> bool | None:
         """The sum or average test on entries [a, b) told from the window's total when the entries outside
@@ -131,36 +145,26 @@ class AggregateEval(Evaluator):
             return max(parts)
         return sum(parts) / (b - a - 1) if self.avg else sum(parts)
 
-    def match(self, state: dict[str, Any], ev: Any, which: list[int], wm: float) -> list[Hit] | None:
-        v = ev.value
-        if type(v) is not float and type(v) is not int:
-            return None
-        t = state.get("t")
-        if t is None:
-            state.update(value_window())
-            t = state["t"]
-        d = self.within
-        if not len(t) & 7 and t and t[0] < wm - d:  # every 8 readings: stale ones are outside every window
-            evict_values(state, wm - d)
-        k = insert_value(state, ev.ts, v, ev.id)
-        if k < 0:
-            return None
-        if self.side is not None and self._hopeless(state, v):  # nor now nor at a later moment it enters
-            return None
-        s, n, test = ev.ts, len(t), self.test
+    def judge(self, state: dict[str, Any], w: Window, k: int, ev: Any) -> list[Hit] | None:
+        s, t, d, test = ev.ts, w["t"], self.within, self.test
+        n = len(t)
         b = n if k == n - 1 else bisect_right(t, s, k)
         hits = None
         last = state.get("la")
         if last is None or not last - self.quiet < s < last + self.quiet:  # else the cooldown suppresses it
             a = bisect_left(t, s - d, 0, k)
-            if self._holds(state, a, b):
-                hits = [self._hit(state, a, b)]
-        if b < n and self._may_turn(v) and not self._cooling(state, t[b], min(s + d, t[-1])):
+            if self._holds(w, a, b):
+                hits = [self._hit(w, a, b)]
+        if b < n and self._may_turn(ev.value) and not self._cooling(state, t[b], min(s + d, t[-1])):
             for _, jb in later(t, b, s + d):
                 a = bisect_left(t, t[jb - 1] - d, 0, k + 1)
-                if test(self._value(state, a, jb)) and not test(self._value(state, a, jb, k)):
-                    hits = [*(hits or ()), self._hit(state, a, jb)]
+                if test(self._value(w, a, jb)) and not test(self._value(w, a, jb, k)):
+                    hits = [*(hits or ()), self._hit(w, a, jb)]
         return hits
+
+
+def _never(w: Window, k: int, v: float) -> bool:
+    return False
 
 
 def _rebuilt(old: dict[str, Any]) -> Window:
@@ -172,11 +176,13 @@ def _rebuilt(old: dict[str, Any]) -> Window:
 
 
 class ChangeEval(Evaluator):
-    """`rise`/`fall`: w = {sensor: value window}, or the group state itself is the window when the group is
-    one sensor (`per: sensor`); rise = latest − lowest, fall = highest − latest, where "latest" is the
-    reading at the moment judged."""
+    """`rise`/`fall` of one sensor's readings, over its family's window of that sensor: rise = latest −
+    lowest, fall = highest − latest, where "latest" is the reading at the moment judged. `by_sensor`: the
+    groups are sensors (only for upgrading state older versions kept in the group's own keys)."""
 
-    __slots__ = ("by_sensor", "monotone", "rise", "side", "span", "test")
+    __slots__ = ("by_sensor", "family", "hopeless", "monotone", "rise", "side", "span", "test")
+    family: Family  # set by the engine when it files the reflex
+    hopeless: Callable[[Window, int, float], bool]
 
     def __init__(
         self, pattern: Change, within: float | None, quiet: float = 0.0, by_sensor: bool = False
@@ -193,6 +199,7 @@ class ChangeEval(Evaluator):
         self.side: str | None = None
         if self.monotone:
             self.side = "vl" if rising == self.rise else "vh"
+        self.hopeless = self._hopeless_test()
 
     def upgrade(self, state: dict[str, Any]) -> bool:
         per_sensor = state.get("w")
@@ -241,33 +248,25 @@ class ChangeEval(Evaluator):
             return None  # no change from the reading itself
         return mt, mt - d, t[k], [w["i"][k], w["i"][j]]
 
-    def match(self, state: dict[str, Any], ev: Any, which: list[int], wm: float) -> list[Hit] | None:
-        v = ev.value
-        if type(v) is not float and type(v) is not int:
-            return None
-        w: Window | None
-        if self.by_sensor:
-            w = state
-            if "t" not in w:
-                w.update(value_window())
-        else:
-            per_sensor: dict[str, Window] | None = state.get("w")
-            if per_sensor is None:
-                per_sensor = state["w"] = {}
-            w = per_sensor.get(ev.sensor)
-            if w is None:
-                w = per_sensor[ev.sensor] = value_window()
-        d = self.within
-        t = w["t"]
-        if not len(t) & 7 and t and t[0] < wm - d:
-            evict_values(w, wm - d)
-        k = insert_value(w, ev.ts, v, ev.id)
-        if k < 0:
-            return None
-        s, side = ev.ts, self.side
-        latest = k + 1 == len(t) and (k == 0 or t[k - 1] < s)  # the sensor's latest, alone at its time
-        if latest and side is not None and not self.test(v - w[side] if self.rise else w[side] - v):
-            return None  # judged at its own moment only (no later one holds it), where no change can pass
+    def _hopeless_test(self) -> Callable[[Window, int, float], bool]:
+        """`hopeless`, built for this test: whether the new reading v (entry k) is the sensor's latest,
+        alone at its time — judged at its own moment only, as no later reading holds it — and no change in
+        the window can pass there."""
+        side, test = self.side, self.test
+        if side is None:
+            return _never
+        rise = self.rise
+
+        def hopeless(w: Window, k: int, v: float) -> bool:
+            t = w["t"]
+            if k + 1 != len(t) or (k and t[k - 1] >= t[k]):
+                return False
+            return not test(v - w[side] if rise else w[side] - v)
+
+        return hopeless
+
+    def judge(self, state: dict[str, Any], w: Window, k: int, ev: Any) -> list[Hit] | None:
+        s, t, d, v = ev.ts, w["t"], self.within, ev.value
         hits = None
         last = state.get("la")
         if last is None or not last - self.quiet < s < last + self.quiet:  # else the cooldown suppresses it
@@ -284,3 +283,71 @@ class ChangeEval(Evaluator):
                     if hit is not None and self._judge(w, j, k) is None:
                         hits = [*(hits or ()), hit]
         return hits
+
+
+class Family:
+    """The value window that reflexes reading the same readings share (the engine files them): one insert
+    per event whatever the number of reflexes, each of which then judges its own span of it.
+
+    Readings are those a condition selects apart from its site glob; they are windowed per group of a site
+    level (`by_sensor` False: the glob is decided by that group, or the conditions are equal) or per sensor
+    (True: every glob is decided by the sensor's one site). A sensor's window notes that site and starts
+    afresh if the sensor reports from another (SPEC §2: a device id is unique within the city). The window
+    keeps the longest `within` of the family; `k` and `w` are those of the latest insert, for `tick`."""
+
+    __slots__ = ("by_sensor", "k", "prefix", "tick", "w", "within")
+
+    def __init__(self, fid: str, by_sensor: bool, within: float) -> None:
+        self.prefix = fid + "|"
+        self.by_sensor = by_sensor
+        self.within = within
+        self.tick = -1
+        self.k = -1
+        self.w: Window = {}
+
+    def insert(
+        self,
+        ev: Any,
+        who: str,
+        wm: float,
+        get: Callable[[str], Window | None],
+        put: Callable[[str, Window], None],
+        changelog: bool,
+    ) -> None:
+        """Add `ev`'s reading to the window of `who` (its sensor or group); `k` is -1 when there is none
+        (not a number, or already there)."""
+        v = ev.value
+        if type(v) is not float and type(v) is not int:
+            self.k = -1
+            return
+        key = self.prefix + who
+        w = get(key)
+        if w is None:
+            w = value_window()
+            if self.by_sensor:
+                w["s"] = ev.site
+            put(key, w)
+        elif self.by_sensor and w["s"] != ev.site:
+            if w["s"] is not None:  # the sensor moved: its readings start afresh
+                w.clear()
+                w.update(value_window())
+            w["s"] = ev.site  # None: adopted from an older version's state, whose site it did not keep
+        d, t = self.within, w["t"]
+        if not len(t) & 7 and t and t[0] < wm - d:  # every 8 readings: stale ones are outside every window
+            evict_values(w, wm - d)
+        self.k = insert_value(w, ev.ts, v, ev.id)
+        self.w = w
+        if changelog:
+            put(key, w)
+
+    def adopt(self, store: Any, who: str, site: str | None, old: Window) -> None:
+        """Merge into `who`'s window the readings an older version kept in a group's own state."""
+        key = self.prefix + who
+        w = store.get(key)
+        if w is None:
+            w = value_window()
+            if self.by_sensor:
+                w["s"] = site
+        for ts, event_id, value in zip(old.get("t", ()), old.get("i", ()), old.get("v", ()), strict=False):
+            insert_value(w, ts, value, event_id)
+        store.put(key, w)

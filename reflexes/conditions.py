@@ -230,6 +230,7 @@ def build_condition(raw: YMap) -> Condition | Problems:
     if problems:
         return problems
     text = json.dumps(raw, sort_keys=True, default=str)
+    plain = json.dumps({k: v for k, v in raw.items() if k != "site"}, sort_keys=True, default=str)
     segments = str(raw["site"]).split("/") if "site" in raw else []
     literal: list[str] = []
     for segment in segments:
@@ -245,8 +246,10 @@ def build_condition(raw: YMap) -> Condition | Problems:
         selects=_all_of(checks) or _always,
         holds=holds,
         text=text,
+        plain=plain,
         site_prefix="/".join(literal),
         rest=_all_of(rest),
+        decided=decided,
         bound=bound,
         members=members,
         exact=exact,

@@ -15,11 +15,14 @@ from typing import Any, Literal
 
 import orjson
 
+from reflexes.aggregates import AggregateEval, ChangeEval, Family
 from reflexes.index import Index
 from reflexes.model import (
     Absent,
     ActuateAction,
+    Aggregate,
     AlertAction,
+    Change,
     ClearAction,
     Condition,
     EscalateAction,
@@ -28,6 +31,7 @@ from reflexes.model import (
 )
 from reflexes.patterns import Evaluator, Hit, evaluator_for
 from reflexes.store import META_KEY, MemoryStore, State, Store
+from reflexes.windows import take_values
 from schemas import Alert, Command
 
 Output = Alert | Command
@@ -60,6 +64,23 @@ class _Plan:
     absent: Absent | None
     clear: ClearAction | None
     escalations: tuple[tuple[int, EscalateAction], ...]
+    shared: AggregateEval | ChangeEval | None = None  # the evaluator of an aggregate or change (its family's)
+
+
+def _family_of(r: Reflex) -> tuple[str, bool] | None:
+    """(id, by sensor) of the family of value windows an aggregate or change reflex reads (see
+    aggregates.Family), None for other patterns. Change windows are a sensor's, and so are an aggregate's
+    with `per: sensor`; an aggregate per site level shares them with the conditions equal but for a site glob
+    that the group decides (none, or a prefix no deeper than the group plus `**`), or else equal."""
+    p = r.pattern
+    if not isinstance(p, Aggregate | Change):
+        return None
+    c, level = p.cond, r.per_level
+    if isinstance(p, Change) or level is None:
+        return "~" + _digest("sensor", c.plain)[:16], True
+    depth = len(c.site_prefix.split("/")) if c.site_prefix else 0
+    text = c.plain if c.decided and depth <= level + 1 else c.text
+    return "~" + _digest("group", level, text)[:16], False
 
 
 class Engine:
@@ -86,6 +107,7 @@ class Engine:
         # A MemoryStore hands out the very dicts it keeps: changed in place, a state needs no put but its
         # first. Any other store is told of every change (a changelogged table must see each one).
         self._changelog = type(self.store) is not MemoryStore
+        self._tick = 0  # events processed: a family inserts each event once
         self._install(rules.tier(tier))
 
     # ------------------------------------------------------------ plan and index
@@ -96,6 +118,7 @@ class Engine:
         self.rules = rules
         self.lateness = rules.lateness
         self._plans: dict[str, _Plan] = {}
+        self._families: dict[str, Family] = {}
         filed: list[tuple[int, int, _Plan, Condition, bool]] = []
         for order, r in enumerate(rules.reflexes):
             clears = any(isinstance(a, ClearAction) for a in r.actions)
@@ -112,6 +135,15 @@ class Engine:
                 clear=next((a for a in r.actions if isinstance(a, ClearAction)), None),
                 escalations=tuple((i, a) for i, a in enumerate(r.actions) if isinstance(a, EscalateAction)),
             )
+            shared = _family_of(r)
+            if shared is not None:
+                assert isinstance(evaluator, AggregateEval | ChangeEval)
+                fid, by_sensor = shared
+                family = self._families.get(fid)
+                if family is None:
+                    family = self._families[fid] = Family(fid, by_sensor, evaluator.within)
+                family.within = max(family.within, evaluator.within)
+                evaluator.family, plan.shared = family, evaluator
             self._plans[r.id] = plan
             filed.extend((order, i, plan, c, evaluator.wants_misses) for i, c in enumerate(r.conditions))
         self._index: Index[_Plan] = Index(filed)
@@ -130,12 +162,12 @@ class Engine:
         new = {r.id: r.fingerprint for r in rules.reflexes}
         old = {rid: p.reflex.fingerprint for rid, p in self._plans.items()}
         dropped = sorted(rid for rid, fp in old.items() if new.get(rid) != fp)
-        if dropped:
-            gone = set(dropped)
-            for key in [k for k, _ in self.store.items()]:
-                if key != META_KEY and key.split("|", 1)[0] in gone:
-                    self.store.delete(key)
+        gone = set(dropped)
         self._install(rules)
+        for key in [k for k, _ in self.store.items()]:
+            owner = key.split("|", 1)[0]
+            if key != META_KEY and (owner in gone or (owner[0] == "~" and owner not in self._families)):
+                self.store.delete(key)  # a dropped reflex's groups, or windows no reflex reads any more
         return dropped
 
     # ------------------------------------------------------------ clock
@@ -205,17 +237,12 @@ class Engine:
                 if group in running and (rest is None or rest(ev)) and not holds(ev):
                     self._miss(plan, group, ev)
         get, put, wm, changelog = self._get, self._put, self.watermark, self._changelog
+        self._tick = tick = self._tick + 1
         sensor, at = ev.sensor, ev.site
         j, n = 0, len(found)
         while j < n:
             order, i, plan = found[j]
             j += 1
-            which = _ONE
-            if plan.multi:
-                which = [i]
-                while j < n and found[j][0] == order:
-                    which.append(found[j][1])
-                    j += 1
             level = plan.level
             if level is None:
                 group, site = sensor, at
@@ -223,6 +250,20 @@ class Engine:
                 group = site = prefixes[level]
             else:
                 continue
+            shared = plan.shared
+            which = _ONE
+            if shared is not None:  # one condition; the readings in its family's window
+                family = shared.family
+                if family.tick != tick:
+                    family.tick = tick
+                    family.insert(ev, sensor if family.by_sensor else group, wm, get, put, changelog)
+                if family.k < 0 or shared.hopeless(family.w, family.k, ev.value):
+                    continue  # the group's own state is not even read
+            elif plan.multi:
+                which = [i]
+                while j < n and found[j][0] == order:
+                    which.append(found[j][1])
+                    j += 1
             gkey = plan.prefix + group
             state = get(gkey)
             if state is None:
@@ -231,7 +272,10 @@ class Engine:
             if plan.absent is not None:
                 out.extend(self._absent_match(plan, gkey, state, group, ev))
             else:
-                hits = plan.match(state, ev, which, wm)
+                if shared is not None:
+                    hits = shared.judge(state, shared.family.w, shared.family.k, ev)
+                else:
+                    hits = plan.match(state, ev, which, wm)
                 if plan.running is not None:
                     plan.running.add(group)
                 if hits is not None:
@@ -403,13 +447,16 @@ class Engine:
         self._heap: list[tuple[float, str]] = []
         self._scheduled: dict[str, float] = {}
         self._alert_keys: dict[str, str] = {}
-        for key, state in self.store.items():
-            if key == META_KEY:
+        for key, state in list(self.store.items()):
+            if key[0] == "~":
                 continue
             plan = self._plans.get(key.split("|", 1)[0])
             if plan is None:
                 continue
-            if plan.evaluator.upgrade(state):
+            upgraded = plan.evaluator.upgrade(state)
+            if plan.shared is not None and self._adopt(plan.shared, plan.level, key.split("|", 1)[1], state):
+                upgraded = True
+            if upgraded:
                 self.store.put(key, state)
             if plan.running is not None and state.get("w"):
                 plan.running.add(key.split("|", 1)[1])
@@ -418,6 +465,17 @@ class Engine:
                 self._schedule(due, key)
             for esc in state.get("esc", ()):
                 self._alert_keys[esc[1]] = key
+
+    def _adopt(self, shared: AggregateEval | ChangeEval, level: int | None, group: str, state: State) -> bool:
+        """Move the readings an older version kept in a group's own state into its family's window."""
+        old = take_values(state)  # an aggregate's group, or a change's group of one sensor
+        found = [] if old is None else [(group, old)]
+        if isinstance(shared, ChangeEval) and isinstance(state.get("w"), dict):
+            found += state.pop("w").items()  # a change's windows by sensor
+        for who, w in found:
+            # a sensor's site is the group's when the group is that sensor, else the next event tells it
+            shared.family.adopt(self.store, who, state.get("s") if level is None else None, w)
+        return bool(found)
 
     def _schedule(self, due: float, key: str) -> None:
         current = self._scheduled.get(key)

@@ -27,9 +27,11 @@ class Condition:
     selects: Callable[[Any], bool]  # selectors other than kind (kind is matched by the engine's index)
     holds: Callable[[Any], bool]  # the predicate; always true when the condition has none
     text: str  # canonical description, for fingerprints and messages
+    plain: str = ""  # `text` without the site glob: conditions equal but for their site share windows
     # What the engine's index can decide without calling the closures above:
     site_prefix: str = ""  # the site glob's literal leading segments ("d1/c3" of "d1/c3/*/f2")
     rest: Callable[[Any], bool] | None = None  # the selectors the kind and that prefix leave; None: none
+    decided: bool = True  # the site glob is its prefix plus `**` (or there is none): the prefix decides it
     # `holds` implies the value is a number and `value OP bound` ((">=", 57.0)); None when it does not
     bound: tuple[str, float] | None = None
     # `holds` implies the value's type key (`conditions.type_key`) is one of these; None when it does not

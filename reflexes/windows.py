@@ -91,6 +91,16 @@ def value_window() -> Window:
     return {"t": [], "i": [], "v": []}
 
 
+VALUE_KEYS = ("t", "i", "v", "vl", "vh", "vs", "bt", "bn", "bs", "bl", "bh")
+
+
+def take_values(state: dict[str, Any]) -> Window | None:
+    """Take out of `state` the value window an older version kept among the group's own keys."""
+    if "t" not in state:
+        return None
+    return {key: state.pop(key) for key in VALUE_KEYS if key in state}
+
+
 def insert_value(w: Window, ts: float, value: float, event_id: str) -> int:
     """Add a reading; its index, or -1 when this event is already in the window (or was dropped at once
     because the window is full of newer readings)."""
