@@ -133,7 +133,8 @@ def _rows(data: dict[str, Any]) -> list[Row]:
         rows.append(
             (
                 f"{key}: state per group after the run",
-                f"{m['state_bytes_per_group']:,.0f} B ({m['groups']:,} groups, {_kb(m['state_bytes'])} in all)",
+                f"{m['state_bytes_per_group']:,.0f} B ({m['groups']:,} groups and {m.get('windows', 0):,} shared "
+                f"windows, {_kb(m['state_bytes'])} in all)",
                 "—",
                 None,
             )
@@ -206,7 +207,8 @@ def _notes(data: dict[str, Any]) -> list[str]:
         "the edge agent does at start; what the engine allocates while running is collected as usual.",
         "Memory per rule: tracemalloc of loading the rule set and building the engine, divided by the number "
         "of rules. State per group: tracemalloc of what the engine retains after the run (state, timers, "
-        "site cache) over `stats()['groups']`.",
+        "site cache) over the groups and the value windows their reflexes share (`stats()['groups']` + "
+        "`stats()['windows']`).",
         f"Load while running: load average {cfg['loadavg_before']} before, {cfg['loadavg_after']} after, on "
         f"{data['machine']['cores']} cores; CPU share of the throughput runs A {a['throughput']['cpu_share']}, "
         f"B {b['throughput']['cpu_share']} (1.0 = never descheduled). By process CPU time instead of wall "

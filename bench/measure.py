@@ -179,7 +179,8 @@ def _deep_size(root: object) -> int:
 
 
 def measure_state_memory(rules: RuleSet, events: Sequence[SensorEvent]) -> dict[str, Any]:
-    """tracemalloc of what the engine keeps after the run (state, timers, caches), per group."""
+    """tracemalloc of what the engine keeps after the run (state, timers, caches), per group or shared value
+    window."""
     engine = Engine(rules)
     gc.collect()
     tracemalloc.start()
@@ -189,14 +190,16 @@ def measure_state_memory(rules: RuleSet, events: Sequence[SensorEvent]) -> dict[
     gc.collect()
     state = tracemalloc.get_traced_memory()[0] - base
     tracemalloc.stop()
-    groups = int(engine.stats()["groups"])
+    stats = engine.stats()
+    groups, windows = int(stats["groups"]), int(stats["windows"])
     deep = _deep_size(dict(engine.store.items()))
     return {
         "state_bytes": state,
         "groups": groups,
-        "state_bytes_per_group": round(state / max(groups, 1), 1),
+        "windows": windows,
+        "state_bytes_per_group": round(state / max(groups + windows, 1), 1),
         "store_deep_bytes": deep,  # also counts strings shared with the events (ids kept as evidence)
-        "store_deep_bytes_per_group": round(deep / max(groups, 1), 1),
+        "store_deep_bytes_per_group": round(deep / max(groups + windows, 1), 1),
     }
 
 

@@ -625,7 +625,8 @@ class Engine:
         """Counters for reports and metrics."""
         return {
             "reflexes": len(self._plans),
-            "groups": max(0, len(self.store) - (1 if self.store.get(META_KEY) else 0)),
+            "groups": sum(1 for key, _ in self.store.items() if key[0] != "~"),
+            "windows": sum(1 for key, _ in self.store.items() if key[0] == "~" and key != META_KEY),
             "late_events": self.late,
             "watermark": None if math.isinf(self.watermark) else self.watermark,
             "timers": len(self._scheduled),

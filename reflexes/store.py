@@ -1,8 +1,9 @@
 """Where the engine keeps its state: a small key → JSON-able dict interface with an in-memory version.
 
 The brain backs the same interface with Faust tables (changelogged RocksDB); the edge uses `MemoryStore`.
-Keys are `"<reflex id>|<group>"` for reflex state and `META_KEY` for the engine's clock. Values contain
-only dicts, lists, str, float, int, bool and None, so any store can serialise them as JSON.
+Keys are `"<reflex id>|<group>"` for reflex state, `"~<family>|<sensor or group>"` for the value windows
+that reflexes reading the same readings share (aggregates.Family) and `META_KEY` for the engine's clock.
+Values contain only dicts, lists, str, float, int, bool and None, so any store can serialise them as JSON.
 """
 
 from __future__ import annotations
