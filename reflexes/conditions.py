@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import re
 from collections.abc import Callable
@@ -57,14 +58,44 @@ def _glob_segment(seg: str, any_char: str) -> str:
     return "".join(out)
 
 
-def _site_check(regex: re.Pattern[str]) -> Check:
-    match = regex.fullmatch
-    return lambda ev: match("/" + ev.site) is not None
+GLOB_MEMO_MAX = 20_000  # answers a glob check remembers (sites or sensors); forgotten all at once beyond
 
 
-def _sensor_check(regex: re.Pattern[str]) -> Check:
-    match = regex.fullmatch
-    return lambda ev: match(ev.sensor) is not None
+@functools.lru_cache(maxsize=256)
+def _site_check(pattern: str) -> Check:
+    """Whether an event's site matches the glob `pattern`: one check shared by every condition with that
+    glob, remembering its answer per site (a city has far fewer sites than events)."""
+    match = site_glob(pattern).fullmatch
+    seen: dict[str, bool] = {}
+
+    def check(ev: Any) -> bool:
+        site = ev.site
+        hit = seen.get(site)
+        if hit is None:
+            if len(seen) >= GLOB_MEMO_MAX:
+                seen.clear()
+            hit = seen[site] = match("/" + site) is not None
+        return hit
+
+    return check
+
+
+@functools.lru_cache(maxsize=256)
+def _sensor_check(pattern: str) -> Check:
+    """Whether an event's sensor id matches the glob `pattern`, remembered per sensor like `_site_check`."""
+    match = sensor_glob(pattern).fullmatch
+    seen: dict[str, bool] = {}
+
+    def check(ev: Any) -> bool:
+        sensor = ev.sensor
+        hit = seen.get(sensor)
+        if hit is None:
+            if len(seen) >= GLOB_MEMO_MAX:
+                seen.clear()
+            hit = seen[sensor] = match(sensor) is not None
+        return hit
+
+    return check
 
 
 def type_key(v: object) -> tuple[str, object]:
@@ -191,7 +222,7 @@ def build_condition(raw: YMap) -> Condition | Problems:
     if "kind" in raw and (not isinstance(kind, str) or not KIND.match(kind)):
         problems.append((raw.key_line("kind"), f"kind: expected a lowercase name ([a-z0-9_]), got {kind!r}"))
     site_check: Check | None = None
-    for key, compile_glob in (("site", site_glob), ("sensor", sensor_glob)):
+    for key in ("site", "sensor"):
         if key in raw:
             g = raw[key]
             if not isinstance(g, str) or not g or len(g) > MAX_GLOB_CHARS:
@@ -200,10 +231,10 @@ def build_condition(raw: YMap) -> Condition | Problems:
                 )
                 continue
             if key == "site":
-                site_check = _site_check(compile_glob(g))
+                site_check = _site_check(g)
                 checks.append(site_check)
             else:
-                checks.append(_sensor_check(compile_glob(g)))
+                checks.append(_sensor_check(g))
     if "tags" in raw:
         tags = raw["tags"]
         if not isinstance(tags, dict) or not all(
