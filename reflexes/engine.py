@@ -224,21 +224,22 @@ class Engine:
         key, prefixes = index.sites.get(ev.site) or index.site(ev.site)
         bucket = index.by_kind.get(ev.kind, index.wild)[key]
         found = bucket.match(ev)
+        sensor, at = ev.sensor, ev.site
+        depth = len(prefixes)
         for plan, rest, holds in bucket.watch:
             running = plan.running
             if running:
-                group = (
-                    ev.sensor
-                    if plan.level is None
-                    else prefixes[plan.level]
-                    if len(prefixes) > plan.level
-                    else ""
-                )
+                level = plan.level
+                if level is None:
+                    group = sensor
+                elif depth > level:
+                    group = prefixes[level]
+                else:
+                    continue
                 if group in running and (rest is None or rest(ev)) and not holds(ev):
                     self._miss(plan, group, ev)
         get, put, wm, changelog = self._get, self._put, self.watermark, self._changelog
         self._tick = tick = self._tick + 1
-        sensor, at = ev.sensor, ev.site
         j, n = 0, len(found)
         while j < n:
             order, i, plan = found[j]
@@ -246,7 +247,7 @@ class Engine:
             level = plan.level
             if level is None:
                 group, site = sensor, at
-            elif len(prefixes) > level:
+            elif depth > level:
                 group = site = prefixes[level]
             else:
                 continue

@@ -24,9 +24,10 @@ from reflexes.model import Condition
 
 P = TypeVar("P")
 Check = Callable[[Any], bool]
-# (rule order, condition index, plan, selectors left to test or None, predicate left to test or None)
-Entry = tuple[int, int, P, Check | None, Check | None]
-Found = list[tuple[int, int, P]]
+Head = tuple[int, int, P]  # (rule order, condition index, plan): what a match hands the engine
+# (its head, built once, selectors left to test or None, predicate left to test or None)
+Entry = tuple[Head[P], Check | None, Check | None]
+Found = list[Head[P]]
 SITE_CACHE_MAX = 200_000
 _NO_MEMBERS: dict[Any, Any] = {}  # shared by the buckets without equality predicates; never written
 
@@ -46,9 +47,9 @@ class Bucket(Generic[P]):
         bounds: dict[str, list[tuple[float, Entry[P]]]] = {">": [], ">=": [], "<": [], "<=": []}
         for entry, c, watched in entries:
             if watched and not c.always:
-                watch.append((entry[2], c.rest, c.holds))
-            if c.always and entry[3] is None:
-                found.append(entry[:3])
+                watch.append((entry[0][2], c.rest, c.holds))
+            if c.always and entry[1] is None:
+                found.append(entry[0])
             elif c.always:
                 always.append(entry)
             elif c.bound is not None:
@@ -73,9 +74,9 @@ class Bucket(Generic[P]):
         """The candidates `ev` matches, sorted by (rule order, condition index)."""
         found = [*self.found]
         add = found.append
-        for order, i, plan, rest, _ in self.always:
-            if rest is None or rest(ev):
-                add((order, i, plan))
+        for head, rest, _ in self.always:
+            if rest(ev):  # type: ignore[misc]  # an entry is `always` for its selectors left to test
+                add(head)
         v = ev.value
         if type(v) is float or type(v) is int:
             if self.gt is not None:  # value > x for every x below v
@@ -98,17 +99,19 @@ class Bucket(Generic[P]):
 
     def plans(self) -> list[P]:
         """Every plan filed here, in rule order (for introspection and tests)."""
-        entries: list[Any] = [*self.found, *self.always, *self.other]
+        heads: list[Head[P]] = [*self.found]
+        entries: list[Entry[P]] = [*self.always, *self.other]
         entries += [e for tup in self.eq.values() for e in tup]
         for pair in (self.gt, self.ge, self.lt, self.le):
             if pair is not None:
                 entries += pair[1]
-        ranked = sorted({(e[0], id(e[2])): e for e in entries}.values(), key=_rank)
-        return [e[2] for e in ranked]
+        heads += [e[0] for e in entries]
+        ranked = sorted({(h[0], id(h[2])): h for h in heads}.values(), key=_rank)
+        return [h[2] for h in ranked]
 
 
-def _rank(x: tuple[int, int, Any] | Entry[Any]) -> tuple[int, int]:
-    return x[0], x[1]
+def _rank(head: Head[Any]) -> tuple[int, int]:
+    return head[0], head[1]
 
 
 def _sorted(pairs: list[tuple[float, Entry[P]]]) -> tuple[list[float], tuple[Entry[P], ...]] | None:
@@ -119,9 +122,9 @@ def _sorted(pairs: list[tuple[float, Entry[P]]]) -> tuple[list[float], tuple[Ent
 
 
 def _pick(entries: tuple[Entry[P], ...], ev: Any, add: Callable[[tuple[int, int, P]], None]) -> None:
-    for order, i, plan, rest, holds in entries:
+    for head, rest, holds in entries:
         if (rest is None or rest(ev)) and (holds is None or holds(ev)):
-            add((order, i, plan))
+            add(head)
 
 
 class Index(Generic[P]):
@@ -148,7 +151,7 @@ class Index(Generic[P]):
         at: dict[str, list[tuple[Entry[P], Condition, bool]]] = {}
         for order, i, plan, c, watched in conditions:
             holds = None if c.always or c.exact else c.holds  # left to test unless the index decides it
-            at.setdefault(c.site_prefix, []).append(((order, i, plan, c.rest, holds), c, watched))
+            at.setdefault(c.site_prefix, []).append((((order, i, plan), c.rest, holds), c, watched))
         buckets: dict[str, Bucket[P]] = {}
         members: dict[str, list[tuple[Entry[P], Condition, bool]]] = {}
         for key in sorted(self.keys, key=lambda k: (k.count("/") if k else -1, k)):
@@ -158,7 +161,7 @@ class Index(Generic[P]):
             if key and not own:
                 buckets[key], members[key] = buckets[parent], inherited
                 continue
-            members[key] = sorted([*inherited, *own], key=lambda x: _rank(x[0]))
+            members[key] = sorted([*inherited, *own], key=lambda x: _rank(x[0][0]))
             buckets[key] = Bucket(members[key])
         return buckets
 
