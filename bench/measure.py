@@ -17,6 +17,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from reflexes import Engine, RuleSet
+from reflexes.collector import settle
 from schemas import Alert, Command, SensorEvent
 
 
@@ -80,12 +81,11 @@ def measure_rule_memory(load: Callable[[], RuleSet]) -> dict[str, Any]:
 
 
 def hosted(rules: RuleSet) -> Engine:
-    """A fresh engine as a host runs one: what is loaded by then (rule set, index, plans) is frozen out of
-    the garbage collector, as the edge agent does at start; what the engine allocates while running is
-    collected as usual."""
+    """A fresh engine as a host runs one (`reflexes.collector.settle`, as the edge agent and the brain
+    worker do at start): what is loaded by then (rule set, index, plans) is frozen out of the garbage
+    collector, and what the engine allocates while running is collected every 10,000 new containers."""
     engine = Engine(rules)
-    gc.collect()
-    gc.freeze()
+    settle()
     return engine
 
 

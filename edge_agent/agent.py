@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import gc
 import logging
 import os
 import time
@@ -28,6 +27,7 @@ from edge_agent.spool import Priority, Spool, SpoolRecord
 from edge_agent.telemetry import EdgeMetrics
 from edge_agent.uplink import Uplink
 from reflexes import Engine, MemoryStore, RuleSet, RuleSetError
+from reflexes.collector import settle
 from reflexes.deployment import decode_deployment
 from reflexes.engine import Output
 from reflexes.loader import load_rules_sources
@@ -312,8 +312,7 @@ class EdgeAgent:
             self.metrics_port = self.metrics.serve(cfg.metrics_port)
         # What is loaded by now (code, rules, restored state) lives as long as the agent: out of the
         # collector's sight, each collection is shorter, and so is the pause a reading may wait behind.
-        gc.collect()
-        gc.freeze()
+        settle()
         self.mqtt.start()
         downlink = Downlink(
             bootstrap=cfg.kafka.bootstrap,

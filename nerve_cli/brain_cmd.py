@@ -41,6 +41,7 @@ def run_command(args: argparse.Namespace) -> int:
     from brain_bridge.config import load_config
     from brain_bridge.worker import Brain
     from reflexes import RuleSetError, load_rules
+    from reflexes.collector import settle
     from reflexes.model import DEFAULT_LATENESS_S, DEFAULT_LEVELS, RuleSet
     from schemas.routing import Routing
     from schemas.settings import ConfigError
@@ -80,6 +81,7 @@ def run_command(args: argparse.Namespace) -> int:
         print(f"Kafka at {config.kafka.bootstrap} is not reachable: {e}", file=sys.stderr)
         return 1
     uvloop.install()
+    settle()  # the rule set and the app as loaded stay out of the collector's sight (reflexes/collector.py)
     worker = Worker(brain.app, loglevel=args.log_level, loop=asyncio.get_event_loop_policy().new_event_loop())
     worker.execute_from_commandline()
     return 0
