@@ -293,15 +293,17 @@ class Family:
     level (`by_sensor` False: the glob is decided by that group, or the conditions are equal) or per sensor
     (True: every glob is decided by the sensor's one site). A sensor's window notes that site and starts
     afresh if the sensor reports from another (SPEC §2: a device id is unique within the city). The window
-    keeps the longest `within` of the family; `k` and `w` are those of the latest insert, for `tick`."""
+    keeps the longest `within` of the family; `k` and `w` are those of the latest insert, which the engine
+    hands to every reflex of the family that judges the event. `level` is the group's site level, None
+    for windows per sensor."""
 
-    __slots__ = ("by_sensor", "k", "prefix", "tick", "w", "within")
+    __slots__ = ("by_sensor", "k", "level", "prefix", "w", "within")
 
-    def __init__(self, fid: str, by_sensor: bool, within: float) -> None:
+    def __init__(self, fid: str, level: int | None, within: float) -> None:
         self.prefix = fid + "|"
-        self.by_sensor = by_sensor
+        self.level = level
+        self.by_sensor = level is None
         self.within = within
-        self.tick = -1
         self.k = -1
         self.w: Window = {}
 

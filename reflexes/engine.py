@@ -67,6 +67,11 @@ class _Plan:
     shared: AggregateEval | ChangeEval | None = None  # the evaluator of an aggregate or change (its family's)
 
 
+def _family_plan(plan: _Plan) -> Family | None:
+    """The family of value windows a plan reads (for the index to keep its conditions apart), or None."""
+    return None if plan.shared is None else plan.shared.family
+
+
 def _family_of(r: Reflex) -> tuple[str, bool] | None:
     """(id, by sensor) of the family of value windows an aggregate or change reflex reads (see
     aggregates.Family), None for other patterns. Change windows are a sensor's, and so are an aggregate's
@@ -107,7 +112,6 @@ class Engine:
         # A MemoryStore hands out the very dicts it keeps: changed in place, a state needs no put but its
         # first. Any other store is told of every change (a changelogged table must see each one).
         self._changelog = type(self.store) is not MemoryStore
-        self._tick = 0  # events processed: a family inserts each event once
         self._install(rules.tier(tier))
 
     # ------------------------------------------------------------ plan and index
@@ -141,12 +145,14 @@ class Engine:
                 fid, by_sensor = shared
                 family = self._families.get(fid)
                 if family is None:
-                    family = self._families[fid] = Family(fid, by_sensor, evaluator.within)
+                    family = self._families[fid] = Family(
+                        fid, None if by_sensor else r.per_level, evaluator.within
+                    )
                 family.within = max(family.within, evaluator.within)
                 evaluator.family, plan.shared = family, evaluator
             self._plans[r.id] = plan
             filed.extend((order, i, plan, c, evaluator.wants_misses) for i, c in enumerate(r.conditions))
-        self._index: Index[_Plan] = Index(filed)
+        self._index: Index[_Plan] = Index(filed, _family_plan)
         self._rebuild_timers()
 
     def indexed(self, kind: str, site: str) -> list[str]:
@@ -239,7 +245,27 @@ class Engine:
                 if group in running and (rest is None or rest(ev)) and not holds(ev):
                     self._miss(plan, group, ev)
         get, put, wm, changelog = self._get, self._put, self.watermark, self._changelog
-        self._tick = tick = self._tick + 1
+        v = ev.value
+        if bucket.apart and (type(v) is float or type(v) is int):
+            # aggregates and changes: the reading goes once into each family's window, and only the
+            # reflexes the window's bounds leave a chance become candidates (the others read no state)
+            for family, members in bucket.apart:
+                w = None
+                for head, rest in members:
+                    plan = head[2]
+                    level = plan.level
+                    if (level is not None and depth <= level) or (rest is not None and not rest(ev)):
+                        continue
+                    if w is None:
+                        who = sensor if family.level is None else prefixes[family.level]
+                        family.insert(ev, who, wm, get, put, changelog)
+                        if family.k < 0:
+                            break  # already in the window: applied before
+                        w, k = family.w, family.k
+                    shared = plan.shared
+                    if shared is not None and not shared.hopeless(w, k, v):
+                        found.append(head)
+            found.sort()
         j, n = 0, len(found)
         while j < n:
             order, i, plan = found[j]
@@ -253,14 +279,7 @@ class Engine:
                 continue
             shared = plan.shared
             which = _ONE
-            if shared is not None:  # one condition; the readings in its family's window
-                family = shared.family
-                if family.tick != tick:
-                    family.tick = tick
-                    family.insert(ev, sensor if family.by_sensor else group, wm, get, put, changelog)
-                if family.k < 0 or shared.hopeless(family.w, family.k, ev.value):
-                    continue  # the group's own state is not even read
-            elif plan.multi:
+            if shared is None and plan.multi:
                 which = [i]
                 while j < n and found[j][0] == order:
                     which.append(found[j][1])

@@ -9,6 +9,9 @@ by value. Only those candidates are tested, and only for what the index did not 
 its prefix plus `**` needs no regex, an exact comparison no predicate call. Conditions without a predicate
 are candidates whenever their selectors pass. `for` conditions are filed the same way and also listed in
 `watch`, with which the engine finds the events that break a run (selected, but failing the predicate).
+Conditions without a predicate whose plans read a shared window (`apart` names it: an aggregate's or a
+change's family) are kept `apart`, grouped by that window, so the engine inserts a reading once and asks
+each reflex whether it is worth judging before it becomes a candidate.
 
 Candidates come back sorted by (rule order, condition index), so the engine's outputs keep rule-set order.
 """
@@ -28,6 +31,8 @@ Head = tuple[int, int, P]  # (rule order, condition index, plan): what a match h
 # (its head, built once, selectors left to test or None, predicate left to test or None)
 Entry = tuple[Head[P], Check | None, Check | None]
 Found = list[Head[P]]
+# (the shared window's owner, its plans' (head, selectors left to test or None) in rule order)
+Apart = tuple[tuple[Any, tuple[tuple[Head[P], Check | None], ...]], ...]
 SITE_CACHE_MAX = 200_000
 _NO_MEMBERS: dict[Any, Any] = {}  # shared by the buckets without equality predicates; never written
 
@@ -35,9 +40,13 @@ _NO_MEMBERS: dict[Any, Any] = {}  # shared by the buckets without equality predi
 class Bucket(Generic[P]):
     """The conditions of one kind that can match a site under one prefix, arranged by predicate."""
 
-    __slots__ = ("always", "eq", "found", "ge", "gt", "le", "lt", "other", "watch")
+    __slots__ = ("always", "apart", "eq", "found", "ge", "gt", "le", "lt", "other", "watch")
 
-    def __init__(self, entries: Iterable[tuple[Entry[P], Condition, bool]]) -> None:
+    def __init__(
+        self,
+        entries: Iterable[tuple[Entry[P], Condition, bool]],
+        apart: Callable[[P], Any] | None = None,
+    ) -> None:
         found: Found[P] = []  # conditions the index decides entirely: candidates for every event
         always: list[Entry[P]] = []
         other: list[Entry[P]] = []
@@ -45,10 +54,14 @@ class Bucket(Generic[P]):
         watch: list[tuple[P, Check | None, Check]] = []
         eq: dict[tuple[str, object], list[Entry[P]]] = {}
         bounds: dict[str, list[tuple[float, Entry[P]]]] = {">": [], ">=": [], "<": [], "<=": []}
+        shared: dict[Any, list[tuple[Head[P], Check | None]]] = {}
         for entry, c, watched in entries:
             if watched and not c.always:
                 watch.append((entry[0][2], c.rest, c.holds))
-            if c.always and entry[1] is None:
+            owner = apart(entry[0][2]) if apart is not None and c.always else None
+            if owner is not None:
+                shared.setdefault(owner, []).append((entry[0], entry[1]))
+            elif c.always and entry[1] is None:
                 found.append(entry[0])
             elif c.always:
                 always.append(entry)
@@ -66,12 +79,13 @@ class Bucket(Generic[P]):
             tuple(other),
             tuple(watch),
         )
+        self.apart: Apart[P] = tuple((owner, tuple(plans)) for owner, plans in shared.items())
         self.eq = {m: tuple(lst) for m, lst in eq.items()} or _NO_MEMBERS
         # (sorted bounds, their entries) per comparison; None when the bucket has none
         self.gt, self.ge, self.lt, self.le = (_sorted(bounds[op]) for op in (">", ">=", "<", "<="))
 
     def match(self, ev: Any) -> Found[P]:
-        """The candidates `ev` matches, sorted by (rule order, condition index)."""
+        """The candidates `ev` matches, sorted by (rule order, condition index); not those kept `apart`."""
         found = [*self.found]
         add = found.append
         for head, rest, _ in self.always:
@@ -99,7 +113,7 @@ class Bucket(Generic[P]):
 
     def plans(self) -> list[P]:
         """Every plan filed here, in rule order (for introspection and tests)."""
-        heads: list[Head[P]] = [*self.found]
+        heads: list[Head[P]] = [*self.found, *(h for _, plans in self.apart for h, _ in plans)]
         entries: list[Entry[P]] = [*self.always, *self.other]
         entries += [e for tup in self.eq.values() for e in tup]
         for pair in (self.gt, self.ge, self.lt, self.le):
@@ -130,9 +144,14 @@ def _pick(entries: tuple[Entry[P], ...], ev: Any, add: Callable[[tuple[int, int,
 class Index(Generic[P]):
     """kind → site prefix → `Bucket`, over the conditions of a rule set."""
 
-    def __init__(self, conditions: list[tuple[int, int, P, Condition, bool]]) -> None:
+    def __init__(
+        self,
+        conditions: list[tuple[int, int, P, Condition, bool]],
+        apart: Callable[[P], Any] | None = None,
+    ) -> None:
         """`conditions`: (rule order, condition index, plan, condition, watched: its failures matter) for
-        every condition of every reflex."""
+        every condition of every reflex; `apart`: the shared window a plan reads, or None (see Bucket)."""
+        self.apart = apart
         keys = {""}
         for *_, c, _ in conditions:
             parts = c.site_prefix.split("/") if c.site_prefix else []
@@ -162,7 +181,7 @@ class Index(Generic[P]):
                 buckets[key], members[key] = buckets[parent], inherited
                 continue
             members[key] = sorted([*inherited, *own], key=lambda x: _rank(x[0][0]))
-            buckets[key] = Bucket(members[key])
+            buckets[key] = Bucket(members[key], self.apart)
         return buckets
 
     def site(self, site: str) -> tuple[str, list[str]]:
