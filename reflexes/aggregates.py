@@ -158,7 +158,7 @@ class AggregateEval(Evaluator):
         if b < n and self._may_turn(ev.value) and not self._cooling(state, t[b], min(s + d, t[-1])):
             for _, jb in later(t, b, s + d):
                 a = bisect_left(t, t[jb - 1] - d, 0, k + 1)
-                if test(self._value(w, a, jb)) and not test(self._value(w, a, jb, k)):
+                if self._holds(w, a, jb) and not test(self._value(w, a, jb, k)):
                     hits = [*(hits or ()), self._hit(w, a, jb)]
         return hits
 
