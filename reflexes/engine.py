@@ -265,7 +265,8 @@ class Engine:
                     shared = plan.shared
                     if shared is not None and not shared.hopeless(w, k, v):
                         found.append(head)
-            found.sort()
+        if len(found) > 1:
+            found.sort()  # rule order: by (order, index), unique per condition, so plans are never compared
         j, n = 0, len(found)
         while j < n:
             order, i, plan = found[j]

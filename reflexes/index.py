@@ -13,7 +13,8 @@ Conditions without a predicate whose plans read a shared window (`apart` names i
 change's family) are kept `apart`, grouped by that window, so the engine inserts a reading once and asks
 each reflex whether it is worth judging before it becomes a candidate.
 
-Candidates come back sorted by (rule order, condition index), so the engine's outputs keep rule-set order.
+Candidates come back as heads (rule order, condition index, plan), which the engine sorts (with the
+family members it adds) so that its outputs keep rule-set order.
 """
 
 from __future__ import annotations
@@ -85,7 +86,7 @@ class Bucket(Generic[P]):
         self.gt, self.ge, self.lt, self.le = (_sorted(bounds[op]) for op in (">", ">=", "<", "<="))
 
     def match(self, ev: Any) -> Found[P]:
-        """The candidates `ev` matches, sorted by (rule order, condition index); not those kept `apart`."""
+        """The candidates `ev` matches, in no set order; not those kept `apart`."""
         found = [*self.found]
         add = found.append
         for head, rest, _ in self.always:
@@ -107,8 +108,6 @@ class Bucket(Generic[P]):
                 _pick(same, ev, add)
         if self.other:
             _pick(self.other, ev, add)
-        if len(found) > 1:
-            found.sort()  # by (order, index): unique per condition, so plans are never compared
         return found
 
     def plans(self) -> list[P]:

@@ -136,7 +136,7 @@ class Template:
         return Template(tuple(parts))
 
     def render(self, fields: Mapping[str, object]) -> str:
-        return "".join(str(fields.get(text, "")) if is_field else text for is_field, text in self.parts)
+        return "".join([str(fields.get(text, "")) if is_field else text for is_field, text in self.parts])
 
 
 @dataclass(frozen=True)
