@@ -104,7 +104,9 @@ class CountEval(Evaluator):
         if w is None:
             w = state["w"] = match_window()
         d = self.within
-        evict_matches(w, wm - d)
+        t = w["t"]
+        if t and t[0] < wm - d:  # else nothing to forget: spare the call
+            evict_matches(w, wm - d)
         k = insert_match(w, ev.ts, ev.id)
         if k < 0:
             return None
@@ -140,7 +142,7 @@ class DistinctEval(Evaluator):
             return False
         w = state["w"] = match_window("p")
         for place, (ts, event_id) in old.items():  # {place: [latest ts, id]}
-            insert_match(w, ts, event_id, p=place)
+            insert_match(w, ts, event_id, {"p": place})
         return True
 
     def match(self, state: dict[str, Any], ev: Any, which: list[int], wm: float) -> list[Hit] | None:
@@ -153,7 +155,7 @@ class DistinctEval(Evaluator):
             w = state["w"] = match_window("p")
         d = self.within
         evict_matches(w, wm - d)
-        k = insert_match(w, ev.ts, ev.id, p=place)
+        k = insert_match(w, ev.ts, ev.id, {"p": place})
         if k < 0:
             return None
         t, p, s, test = w["t"], w["p"], ev.ts, self.test
@@ -206,7 +208,9 @@ class AllEval(Evaluator):
             windows = state["w"] = [match_window() for _ in range(self.n)]
         horizon = wm - self.within
         for w in windows:
-            evict_matches(w, horizon)
+            t = w["t"]
+            if t and t[0] < horizon:  # else nothing to forget: spare the call
+                evict_matches(w, horizon)
         fresh = False
         for i in which:
             fresh |= insert_match(windows[i], ev.ts, ev.id) >= 0

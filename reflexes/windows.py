@@ -50,7 +50,7 @@ def match_window(*extra: str) -> Window:
     return w
 
 
-def insert_match(w: Window, ts: float, event_id: str, **extra: object) -> int:
+def insert_match(w: Window, ts: float, event_id: str, extra: dict[str, object] | None = None) -> int:
     """Add a match (and its `extra` values, one per parallel list); its index, or -1 when this event is
     already in the window (or was dropped at once because the window is full of newer matches)."""
     t: list[float] = w["t"]
@@ -58,16 +58,18 @@ def insert_match(w: Window, ts: float, event_id: str, **extra: object) -> int:
         k = len(t)
         t.append(ts)
         w["i"].append(event_id)
-        for name, value in extra.items():
-            w[name].append(value)
+        if extra:
+            for name, value in extra.items():
+                w[name].append(value)
     else:
         k = position(t, w["i"], ts, event_id)
         if k < 0:
             return -1
         t.insert(k, ts)
         w["i"].insert(k, event_id)
-        for name, value in extra.items():
-            w[name].insert(k, value)
+        if extra:
+            for name, value in extra.items():
+                w[name].insert(k, value)
     if len(t) > MAX_ENTRIES:
         n = len(t) - MAX_ENTRIES
         for values in w.values():
