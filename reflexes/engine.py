@@ -251,10 +251,14 @@ class Engine:
             # reflexes the window's bounds leave a chance become candidates (the others read no state)
             for family, members in bucket.apart:
                 w = None
-                for head, rest in members:
+                for head, rest, passes in members:
                     plan = head[2]
                     level = plan.level
-                    if (level is not None and depth <= level) or (rest is not None and not rest(ev)):
+                    if (
+                        (level is not None and depth <= level)
+                        or (rest is not None and not rest(ev))
+                        or (passes is not None and not passes(ev))
+                    ):
                         continue
                     if w is None:
                         who = sensor if family.level is None else prefixes[family.level]

@@ -9,9 +9,9 @@ by value. Only those candidates are tested, and only for what the index did not 
 its prefix plus `**` needs no regex, an exact comparison no predicate call. Conditions without a predicate
 are candidates whenever their selectors pass. `for` conditions are filed the same way and also listed in
 `watch`, with which the engine finds the events that break a run (selected, but failing the predicate).
-Conditions without a predicate whose plans read a shared window (`apart` names it: an aggregate's or a
-change's family) are kept `apart`, grouped by that window, so the engine inserts a reading once and asks
-each reflex whether it is worth judging before it becomes a candidate.
+Conditions whose plans read a shared window (`apart` names it: an aggregate's or a change's family) are
+kept `apart`, grouped by that window, with their predicate left to test: the engine inserts a reading
+once and asks each reflex whether it is worth judging before it becomes a candidate.
 
 Candidates come back as heads (rule order, condition index, plan), which the engine sorts (with the
 family members it adds) so that its outputs keep rule-set order.
@@ -32,8 +32,9 @@ Head = tuple[int, int, P]  # (rule order, condition index, plan): what a match h
 # (its head, built once, selectors left to test or None, predicate left to test or None)
 Entry = tuple[Head[P], Check | None, Check | None]
 Found = list[Head[P]]
-# (the shared window's owner, its plans' (head, selectors left to test or None) in rule order)
-Apart = tuple[tuple[Any, tuple[tuple[Head[P], Check | None], ...]], ...]
+# (the shared window's owner, its plans' (head, selectors left to test or None, predicate or None) in
+# rule order)
+Apart = tuple[tuple[Any, tuple[tuple[Head[P], Check | None, Check | None], ...]], ...]
 SITE_CACHE_MAX = 200_000
 _NO_MEMBERS: dict[Any, Any] = {}  # shared by the buckets without equality predicates; never written
 
@@ -55,13 +56,13 @@ class Bucket(Generic[P]):
         watch: list[tuple[P, Check | None, Check]] = []
         eq: dict[tuple[str, object], list[Entry[P]]] = {}
         bounds: dict[str, list[tuple[float, Entry[P]]]] = {">": [], ">=": [], "<": [], "<=": []}
-        shared: dict[Any, list[tuple[Head[P], Check | None]]] = {}
+        shared: dict[Any, list[tuple[Head[P], Check | None, Check | None]]] = {}
         for entry, c, watched in entries:
             if watched and not c.always:
                 watch.append((entry[0][2], c.rest, c.holds))
-            owner = apart(entry[0][2]) if apart is not None and c.always else None
-            if owner is not None:
-                shared.setdefault(owner, []).append((entry[0], entry[1]))
+            owner = apart(entry[0][2]) if apart is not None else None
+            if owner is not None:  # its predicate too is left to the engine (even one the index decides)
+                shared.setdefault(owner, []).append((entry[0], entry[1], None if c.always else c.holds))
             elif c.always and entry[1] is None:
                 found.append(entry[0])
             elif c.always:
@@ -112,7 +113,7 @@ class Bucket(Generic[P]):
 
     def plans(self) -> list[P]:
         """Every plan filed here, in rule order (for introspection and tests)."""
-        heads: list[Head[P]] = [*self.found, *(h for _, plans in self.apart for h, _ in plans)]
+        heads: list[Head[P]] = [*self.found, *(p[0] for _, plans in self.apart for p in plans)]
         entries: list[Entry[P]] = [*self.always, *self.other]
         entries += [e for tup in self.eq.values() for e in tup]
         for pair in (self.gt, self.ge, self.lt, self.le):

@@ -6,6 +6,7 @@ from __future__ import annotations
 import textwrap
 from typing import Any
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -121,3 +122,56 @@ def test_a_window_read_by_many_reflexes_is_stored_once() -> None:
     # per sensor: 5 readings; per room: 4 rooms hold 5; per building: c1's 3 hold 4, with the glob the
     # same 3 hold 4; per community: 5
     assert sorted(shared.values()) == [4, 4, 5, 5, 5]
+
+
+@pytest.mark.parametrize(
+    "predicate", ['value: "> 0"', 'where: "value > 0"', "between: [0, 100]", "in: [60, 70]"]
+)
+def test_an_aggregate_with_a_predicate_reads_only_the_readings_that_pass_it(predicate: str) -> None:
+    e = engine(
+        f"""
+        - id: avg-passing
+          tier: edge
+          when: {{kind: temperature, {predicate}, avg: "> 50"}}
+          within: 30s
+          per: room
+          then: [{{alert: {{to: [fire]}}}}]
+        - id: avg-all
+          tier: edge
+          when: {{kind: temperature, avg: "> 50"}}
+          within: 30s
+          per: room
+          then: [{{alert: {{to: [fire]}}}}]
+        """
+    )
+    readings = [(-100, 1.0), (60, 2.0), (70, 3.0)]  # avg-all: -100, -20, 10; avg-passing: 60 at 2
+    events = [
+        SensorEvent(site="yuelu/c1/b1/f1/r101", sensor="t1", kind="temperature", value=v, ts=t)
+        for v, t in readings
+    ]
+    fired = alerts(run(e, *events))
+    assert [(a.reflex, a.ts, list(a.evidence)) for a in fired] == [("avg-passing", 2.0, [events[1].id])]
+
+
+def test_a_change_with_a_predicate_reads_only_the_readings_that_pass_it() -> None:
+    e = engine(
+        """
+        - id: rise-below-90
+          tier: edge
+          when: {kind: temperature, value: "< 90", rise: ">= 20"}
+          within: 30s
+          then: [{alert: {to: [fire]}}]
+        - id: rise-any
+          tier: edge
+          when: {kind: temperature, rise: ">= 20"}
+          within: 30s
+          then: [{alert: {to: [fire]}}]
+        """
+    )
+    events = [
+        SensorEvent(site="yuelu/c1/b1/f1/r101", sensor="t1", kind="temperature", value=v, ts=t)
+        for v, t in [(10, 1.0), (95, 2.0), (35, 3.0)]
+    ]
+    fired = alerts(run(e, *events))
+    # rise-any: 95 − 10 at 2 (then cooling); rise-below-90 never sees 95: 35 − 10 at 3
+    assert [(a.reflex, a.ts) for a in fired] == [("rise-any", 2.0), ("rise-below-90", 3.0)]
