@@ -7,8 +7,10 @@ inserts each reading once); an evaluator first tells from the window alone wheth
 
 from __future__ import annotations
 
+import math
 from bisect import bisect_left, bisect_right
 from collections.abc import Callable
+from itertools import chain
 from typing import Any
 
 from reflexes.judging import Evaluator, Hit, later
@@ -119,11 +121,14 @@ class AggregateEval(Evaluator):
         bounds = span_range(w, a, b, self.bounded)
         if bounds is not None:
             lo, hi = bounds
+            if self.bounded == "sum":
+                # sums are rounded: the block sums and the span's own sum each stray from the exact sum by
+                # less than (b − a)² · 2⁻⁵² times the largest reading, however the readings cancel out;
+                # widen the bounds well past that, so what they decide is what summing the span gives
+                margin = 1e-9 * (b - a) * max(abs(w["vl"]), abs(w["vh"])) + 1e-12
+                lo, hi = lo - margin, hi + margin
             if self.avg:
                 lo, hi = lo / (b - a), hi / (b - a)
-            if self.bounded == "sum":  # sums are rounded: widen the bounds well past any rounding
-                margin = 1e-9 * (abs(lo) + abs(hi)) + 1e-12
-                lo, hi = lo - margin, hi + margin
             if self.monotone:
                 below, above = test(lo), test(hi)
                 if below == above:
@@ -138,12 +143,12 @@ class AggregateEval(Evaluator):
         if not a <= skip < b:
             x = self.span(w, a, b)
             return x / (b - a) if self.avg else x
+        if self.bounded == "sum":  # exactly rounded, like span_sum
+            v = w["v"]
+            x = math.fsum(chain(v[a:skip], v[skip + 1 : b]))
+            return x / (b - a - 1) if self.avg else x
         parts = [self.span(w, x, y) for x, y in ((a, skip), (skip + 1, b)) if x < y]
-        if self.fn == "min":
-            return min(parts)
-        if self.fn == "max":
-            return max(parts)
-        return sum(parts) / (b - a - 1) if self.avg else sum(parts)
+        return min(parts) if self.fn == "min" else max(parts)
 
     def judge(self, state: dict[str, Any], w: Window, k: int, ev: Any) -> list[Hit] | None:
         s, t, d, test = ev.ts, w["t"], self.within, self.test

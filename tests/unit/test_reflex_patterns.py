@@ -3,8 +3,12 @@ it, cooldown edges, grouping by site level."""
 
 from __future__ import annotations
 
+import random
 from collections.abc import Callable
+from fractions import Fraction
 from typing import Any
+
+import pytest
 
 from tests.unit.reflex_kit import ROOM, alerts, commands, engine, ev, run
 
@@ -597,3 +601,28 @@ def test_predicates_found_through_the_index_are_exactly_those_that_hold() -> Non
             or (rid == "other" and not numeric)
         ]
         assert fired == want, (value, tags)
+
+
+@pytest.mark.parametrize("seed", [6, 8, 10, 23])
+def test_a_sum_of_readings_that_cancel_out_is_exactly_zero(seed: int) -> None:
+    # runs of +x and −x: their float sum in any order strays from 0 by a few ulps, on either side
+    e = engine(
+        """
+        - id: net-positive
+          tier: edge
+          when: {kind: flow, sum: "> 0"}
+          within: 200s
+          cooldown: 1s
+          then: [{alert: {to: [utilities]}}]
+        """,
+        lateness="10m",
+    )
+    rng = random.Random(seed)
+    x = rng.choice([99.9, 0.3, 777.7])
+    values: list[float] = []
+    while len(values) < 400:
+        values += [rng.choice([x, -x])] * rng.choice([64, 32, 128, 65, 63])
+    readings = [(1000.0 + i, v) for i, v in enumerate(values[:400])]
+    fired = alerts(run(e, *(ev("flow", v, t, sensor="f1") for t, v in readings)))
+    exact = [sum(Fraction(v) for t, v in readings if a.ts - 200 <= t <= a.ts) for a in fired]
+    assert fired and all(s > 0 for s in exact)
