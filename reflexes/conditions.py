@@ -58,10 +58,10 @@ def _glob_segment(seg: str, any_char: str) -> str:
     return "".join(out)
 
 
-GLOB_MEMO_MAX = 20_000  # answers a glob check remembers (sites or sensors); forgotten all at once beyond
+GLOB_MEMO_MAX = 10_000  # answers a glob check remembers (sites or sensors; ~0.9 MB); forgotten all at once beyond
 
 
-@functools.lru_cache(maxsize=256)
+@functools.lru_cache(maxsize=64)
 def _site_check(pattern: str) -> Check:
     """Whether an event's site matches the glob `pattern`: one check shared by every condition with that
     glob, remembering its answer per site (a city has far fewer sites than events)."""
@@ -80,7 +80,7 @@ def _site_check(pattern: str) -> Check:
     return check
 
 
-@functools.lru_cache(maxsize=256)
+@functools.lru_cache(maxsize=64)
 def _sensor_check(pattern: str) -> Check:
     """Whether an event's sensor id matches the glob `pattern`, remembered per sensor like `_site_check`."""
     match = sensor_glob(pattern).fullmatch
