@@ -58,7 +58,8 @@ def _glob_segment(seg: str, any_char: str) -> str:
     return "".join(out)
 
 
-GLOB_MEMO_MAX = 10_000  # answers a glob check remembers (sites or sensors; ~0.9 MB); forgotten all at once beyond
+# answers a glob check remembers (sites or sensors; about 0.9 MB), forgotten all at once beyond
+GLOB_MEMO_MAX = 10_000
 
 
 @functools.lru_cache(maxsize=64)
