@@ -7,10 +7,8 @@ inserts each reading once); an evaluator first tells from the window alone wheth
 
 from __future__ import annotations
 
-import math
 from bisect import bisect_left, bisect_right
 from collections.abc import Callable
-from itertools import chain
 from typing import Any
 
 from reflexes.judging import Evaluator, Hit, later
@@ -19,6 +17,7 @@ from reflexes.windows import (
     BLOCK,
     Window,
     evict_values,
+    exact_sum,
     insert_value,
     span_max,
     span_min,
@@ -145,7 +144,7 @@ class AggregateEval(Evaluator):
             return x / (b - a) if self.avg else x
         if self.bounded == "sum":  # exactly rounded, like span_sum
             v = w["v"]
-            x = math.fsum(chain(v[a:skip], v[skip + 1 : b]))
+            x = exact_sum(v[a:skip] + v[skip + 1 : b])
             return x / (b - a - 1) if self.avg else x
         parts = [self.span(w, x, y) for x, y in ((a, skip), (skip + 1, b)) if x < y]
         return min(parts) if self.fn == "min" else max(parts)

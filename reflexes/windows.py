@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import math
 from bisect import bisect_left, bisect_right
+from fractions import Fraction
 from typing import Any
 
 BLOCK = 64
@@ -296,10 +297,25 @@ def span_range(w: Window, a: int, b: int, fn: str) -> tuple[float, float] | None
     )
 
 
+def exact_sum(values: list[float]) -> float:
+    """The sum of `values` exactly rounded (`math.fsum`), ±inf when it exceeds the largest float.
+
+    fsum gives up when a partial sum overflows, even if the whole would fit: then it is summed as fractions.
+    """
+    try:
+        return math.fsum(values)
+    except OverflowError:
+        total = sum(map(Fraction, values), Fraction(0))
+        try:
+            return float(total)
+        except OverflowError:
+            return math.inf if total > 0 else -math.inf
+
+
 def span_sum(w: Window, a: int, b: int) -> float:
-    """Sum of the values of entries [a, b), exactly rounded (`math.fsum`): the same whatever the order
+    """Sum of the values of entries [a, b), exactly rounded (`exact_sum`): the same whatever the order
     the readings came in, and exactly 0 when they cancel out. The block sums only bound it (span_range)."""
-    return math.fsum(w["v"][a:b])
+    return exact_sum(w["v"][a:b])
 
 
 def span_min(w: Window, a: int, b: int) -> float:

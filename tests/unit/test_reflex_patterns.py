@@ -626,3 +626,34 @@ def test_a_sum_of_readings_that_cancel_out_is_exactly_zero(seed: int) -> None:
     fired = alerts(run(e, *(ev("flow", v, t, sensor="f1") for t, v in readings)))
     exact = [sum(Fraction(v) for t, v in readings if a.ts - 200 <= t <= a.ts) for a in fired]
     assert fired and all(s > 0 for s in exact)
+
+
+def test_a_sum_beyond_the_largest_float_is_infinite_not_an_error() -> None:
+    e = engine(
+        """
+        - id: big-flow
+          tier: edge
+          when: {kind: flow, sum: "> 100"}
+          within: 60s
+          cooldown: 1s
+          then: [{alert: {to: [utilities]}}]
+        - id: net-flow
+          tier: edge
+          when: {kind: flow, sum: "< 1.5e308"}
+          within: 60s
+          cooldown: 1s
+          then: [{alert: {to: [utilities]}}]
+        """
+    )
+    fired = [
+        [a.reflex for a in alerts(e.process(ev("flow", v, 1000.0 + i, sensor="f1")))]
+        for i, v in enumerate([1e308, 1e308, -1e308, 1.0, 1.7e308])
+    ]
+    # the sums: 1e308, 2e308 (inf as a float), 1e308 exactly, 1e308 + 1 (1e308 as a float), inf
+    assert fired == [
+        ["big-flow", "net-flow"],
+        ["big-flow"],
+        ["big-flow", "net-flow"],
+        ["big-flow", "net-flow"],
+        ["big-flow"],
+    ]
