@@ -456,10 +456,17 @@ class Brain:
         if self.level_topic is not None and len(sources) == self.config.partitions:
             # what the engine does itself elsewhere (latest event − lateness), held back to the slowest source
             outputs = engine.advance(min(ev.ts, *sources.values()) - self.rules.lateness)
-        return outputs + engine.process(ev)
+        try:
+            return outputs + engine.process(ev)
+        except Exception as e:
+            # a fault of the engine on one event must not stop the worker (its replacement would read the
+            # same record again): the event is dead-lettered with the fault, and the stream goes on
+            log.exception("reflex engine failed on an event", extra={"event": ev.id})
+            await self._dead_letter(raw, f"reflex engine failed: {e!r}", "reflexes")
+            return outputs
 
-    async def _dead_letter(self, raw: bytes, error: SchemaError) -> None:
-        letter = DeadLetter.of(self.config.topic("events"), str(error), raw, time.time())
+    async def _dead_letter(self, raw: bytes, error: SchemaError | str, source: str | None = None) -> None:
+        letter = DeadLetter.of(source or self.config.topic("events"), str(error), raw, time.time())
         await self._topic(self.config.topic("deadletter")).send(key=b"brain", value=letter.to_json())
 
     async def _on_clock(self, engine: Engine, partition: int, raw: bytes) -> list[Output]:

@@ -135,7 +135,14 @@ class EdgeAgent:
         if self.recent.seen(event.id):
             self.metrics.duplicates.inc()
             return
-        outputs = self.engine.process(event)
+        try:
+            outputs = self.engine.process(event)
+        except Exception as e:
+            # A fault of the engine on one event must not stop the gateway (a restart would take the same
+            # unacknowledged message again): the event is still forwarded, and dead-lettered with the fault.
+            log.exception("reflex engine failed on an event", extra={"event": event.id})
+            self._dead_letter(f"reflex engine failed: {e!r}", event.to_json(), records, "reflexes")
+            outputs = []
         self.metrics.reflex_seconds.observe(time.perf_counter() - received)
         if outputs:
             self._publish_outputs(outputs, records)
@@ -146,23 +153,29 @@ class EdgeAgent:
         )
         self.metrics.events_in.inc()
 
+    def _dead_letter(
+        self, reason: str, raw: bytes, records: list[SpoolRecord], source: str, now: float | None = None
+    ) -> None:
+        """Publish a dead letter of `raw` input from `source` (its MQTT topic, or "reflexes" for an event the
+        engine failed on) on the local dead-letter topic, and spool it for nerve.deadletter."""
+        letter = self.decoder.dead_letter(source, raw, reason, time.time() if now is None else now)
+        payload = letter.to_json()
+        assert self.mqtt is not None
+        self.mqtt.publish(self.config.mqtt.deadletter_topic, payload)
+        records.append(
+            SpoolRecord(Priority.URGENT, self.config.topic("deadletter"), source.encode(), payload)
+        )
+        self.metrics.dead_lettered.inc()
+
     def _ingest_batch(self, batch: list[Inbound]) -> list[SpoolRecord]:
         records: list[SpoolRecord] = []
         now = time.time()
-        cfg = self.config
         for msg in batch:
             received = time.perf_counter()
             try:
                 events = self.decoder.decode(msg.topic, msg.payload, now)
             except Rejected as r:
-                letter = self.decoder.dead_letter(msg.topic, msg.payload, r.reason, now)
-                payload = letter.to_json()
-                assert self.mqtt is not None
-                self.mqtt.publish(cfg.mqtt.deadletter_topic, payload)
-                records.append(
-                    SpoolRecord(Priority.URGENT, cfg.topic("deadletter"), msg.topic.encode(), payload)
-                )
-                self.metrics.dead_lettered.inc()
+                self._dead_letter(r.reason, msg.payload, records, msg.topic, now)
                 continue
             for event in events:
                 self._apply(event, records, received)
