@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import json
+import operator
 import re
 from collections.abc import Callable
 from typing import Any
@@ -62,41 +63,36 @@ def _glob_segment(seg: str, any_char: str) -> str:
 GLOB_MEMO_MAX = 10_000
 
 
-@functools.lru_cache(maxsize=64)
-def _site_check(pattern: str) -> Check:
-    """Whether an event's site matches the glob `pattern`: one check shared by every condition with that
-    glob, remembering its answer per site (a city has far fewer sites than events)."""
-    match = site_glob(pattern).fullmatch
+def _remembered(key: Callable[[Any], str], matches: Callable[[str], bool]) -> Check:
+    """A check of `matches` on the string `key` takes from an event, remembering its answer per string (a
+    city has far fewer sites and sensors than events)."""
     seen: dict[str, bool] = {}
 
     def check(ev: Any) -> bool:
-        site = ev.site
-        hit = seen.get(site)
+        value = key(ev)
+        hit = seen.get(value)
         if hit is None:
             if len(seen) >= GLOB_MEMO_MAX:
                 seen.clear()
-            hit = seen[site] = match("/" + site) is not None
+            hit = seen[value] = matches(value)
         return hit
 
     return check
+
+
+@functools.lru_cache(maxsize=64)
+def _site_check(pattern: str) -> Check:
+    """Whether an event's site matches the glob `pattern`: one check shared by every condition with that
+    glob."""
+    match = site_glob(pattern).fullmatch
+    return _remembered(operator.attrgetter("site"), lambda site: match("/" + site) is not None)
 
 
 @functools.lru_cache(maxsize=64)
 def _sensor_check(pattern: str) -> Check:
-    """Whether an event's sensor id matches the glob `pattern`, remembered per sensor like `_site_check`."""
+    """Whether an event's sensor id matches the glob `pattern`, shared like `_site_check`."""
     match = sensor_glob(pattern).fullmatch
-    seen: dict[str, bool] = {}
-
-    def check(ev: Any) -> bool:
-        sensor = ev.sensor
-        hit = seen.get(sensor)
-        if hit is None:
-            if len(seen) >= GLOB_MEMO_MAX:
-                seen.clear()
-            hit = seen[sensor] = match(sensor) is not None
-        return hit
-
-    return check
+    return _remembered(operator.attrgetter("sensor"), lambda sensor: match(sensor) is not None)
 
 
 def type_key(v: object) -> tuple[str, object]:

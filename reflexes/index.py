@@ -32,9 +32,8 @@ Head = tuple[int, int, P]  # (rule order, condition index, plan): what a match h
 # (its head, built once, selectors left to test or None, predicate left to test or None)
 Entry = tuple[Head[P], Check | None, Check | None]
 Found = list[Head[P]]
-# (the shared window's owner, its plans' (head, selectors left to test or None, predicate or None) in
-# rule order)
-Apart = tuple[tuple[Any, tuple[tuple[Head[P], Check | None, Check | None], ...]], ...]
+# (the shared window's owner, the entries of its plans in rule order, their predicates left to test)
+Apart = tuple[tuple[Any, tuple[Entry[P], ...]], ...]
 SITE_CACHE_MAX = 200_000
 _NO_MEMBERS: dict[Any, Any] = {}  # shared by the buckets without equality predicates; never written
 
@@ -56,7 +55,7 @@ class Bucket(Generic[P]):
         watch: list[tuple[P, Check | None, Check]] = []
         eq: dict[tuple[str, object], list[Entry[P]]] = {}
         bounds: dict[str, list[tuple[float, Entry[P]]]] = {">": [], ">=": [], "<": [], "<=": []}
-        shared: dict[Any, list[tuple[Head[P], Check | None, Check | None]]] = {}
+        shared: dict[Any, list[Entry[P]]] = {}
         for entry, c, watched in entries:
             if watched and not c.always:
                 watch.append((entry[0][2], c.rest, c.holds))
@@ -135,7 +134,7 @@ def _sorted(pairs: list[tuple[float, Entry[P]]]) -> tuple[list[float], tuple[Ent
     return [p[0] for p in pairs], tuple(p[1] for p in pairs)
 
 
-def _pick(entries: tuple[Entry[P], ...], ev: Any, add: Callable[[tuple[int, int, P]], None]) -> None:
+def _pick(entries: tuple[Entry[P], ...], ev: Any, add: Callable[[Head[P]], None]) -> None:
     for head, rest, holds in entries:
         if (rest is None or rest(ev)) and (holds is None or holds(ev)):
             add(head)
