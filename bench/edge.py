@@ -658,6 +658,14 @@ def run(b: Bench) -> dict[str, Any]:
     return data
 
 
+def run_phase(b: Bench, phase: str) -> dict[str, Any]:
+    """One phase of `run` alone, at its full size (the reflex phase at the highest rate)."""
+    time.sleep(2.0)
+    if phase == "reflex":
+        return b.reflex(b.sizes.rates[-1], b.sizes.reflex_s)
+    return b.live(b.sizes.live) if phase == "live" else b.backlog(b.sizes.backlog)
+
+
 def profile(b: Bench, n: int, top: int = 30) -> str:
     """Phase 3a with the agent under cProfile (main thread only: asyncio, decode, engine, uplink)."""
     gw = b.gw
@@ -780,9 +788,9 @@ def _bottleneck(phase: dict[str, Any], who: str) -> str:
     agent, bench = c.get("agent") or 0.0, c.get("bench") or 0.0
     threads = phase["agent_threads_cores"]
     share = (
-        f"of the agent's {threads['total_s']:.1f} CPU-s, its main (asyncio: decode, engine, spool, uplink) thread "
-        f"took {threads['main_thread_s']:.1f} s, the busiest other threads (paho network loop, spool fsync "
-        f"workers, …) {threads['other_threads_s']} s"
+        f"of the agent's {threads['total_s']:.1f} CPU-s, its main (asyncio: MQTT, decode, engine, spool, uplink) "
+        f"thread took {threads['main_thread_s']:.1f} s, the busiest other threads (spool fsync workers, "
+        f"Kafka connects, …) {threads['other_threads_s']} s"
     )
     if agent >= 0.8:
         verdict = (
@@ -894,6 +902,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     ap.add_argument("--max-wait", type=float, default=600.0, help="seconds to wait for it at most")
     ap.add_argument("--no-pin", action="store_true", help="do not pin the agent and this process to cores")
+    ap.add_argument(
+        "--phase",
+        choices=("live", "backlog", "reflex"),
+        action="append",
+        help="run only this phase and print its result, no report (repeatable; for working on the agent)",
+    )
     args = ap.parse_args(argv)
     sizes = QUICK if args.quick else FULL
     PINNING = not args.no_pin and (os.cpu_count() or 1) >= 2
@@ -915,6 +929,10 @@ def main(argv: Sequence[str] | None = None) -> int:
                 print(profile(bench, args.profile_events))
                 return 0
             start_agent(gw)
+            if args.phase:
+                for phase in args.phase:
+                    print(phase, orjson.dumps(run_phase(bench, phase)).decode(), flush=True)
+                return 0
             data = run(bench)
         except BaseException:
             print(gw.log.read_text()[-4000:] if gw.log.exists() else "(no agent log)", file=sys.stderr)

@@ -1,0 +1,111 @@
+"""The MQTT link's own parts, without a broker: the lean PUBLISH path gives what paho's own path gives, and
+the buffered connection keeps the byte stream whole and in order both ways (over a real socket pair).
+The link against the real Mosquitto (reconnects, TLS, broker restarts) is tested in tests/integration."""
+
+from __future__ import annotations
+
+import socket
+from collections.abc import Iterator
+
+import pytest
+from paho.mqtt.enums import CallbackAPIVersion
+from paho.mqtt.exception import MalformedPacket
+
+from edge_agent.mqtt_link import BufferedConnection, _Client
+
+
+def publish_packet(topic: bytes, payload: bytes, qos: int, mid: int) -> tuple[int, bytes]:
+    """(fixed header's first byte, everything after the remaining length) of an MQTT 3.1.1 PUBLISH."""
+    body = len(topic).to_bytes(2, "big") + topic + (mid.to_bytes(2, "big") if qos else b"") + payload
+    return 0x30 | (qos << 1), body
+
+
+def load(client: _Client, packet: tuple[int, bytes]) -> None:
+    """Put a packet where paho's reader leaves it for `_handle_publish`."""
+    client._in_packet["command"] = packet[0]
+    client._in_packet["packet"] = bytearray(packet[1])
+
+
+def received(packet: tuple[int, bytes], lean: bool) -> tuple[str, bytes, int, int]:
+    client = _Client(CallbackAPIVersion.VERSION2, client_id="t", manual_ack=True)
+    got: list[tuple[str, bytes, int, int]] = []
+    if lean:
+        client.receiver = lambda topic, payload, mid, qos: got.append((topic, payload, mid, qos))
+    else:
+        client.on_message = lambda c, u, m: got.append((m.topic, bytes(m.payload), m.mid, m.qos))
+    load(client, packet)
+    client._handle_publish()
+    assert len(got) == 1
+    return got[0]
+
+
+@pytest.mark.parametrize(
+    ("topic", "payload", "qos", "mid"),
+    [
+        (b"site/b1/f1/r1/t1/temperature", b'{"value": 21.5}', 1, 1),
+        (b"s/x", b"", 1, 65535),
+        (b"s/\xc3\xa9t\xc3\xa9", b"21", 0, 0),  # a UTF-8 topic, QoS 0 (no packet id on the wire)
+        (b"a", bytes(range(256)) * 300, 1, 4242),  # a payload larger than one receive chunk
+    ],
+)
+def test_the_lean_publish_path_receives_what_paho_receives(
+    topic: bytes, payload: bytes, qos: int, mid: int
+) -> None:
+    packet = publish_packet(topic, payload, qos, mid)
+    assert received(packet, lean=True) == received(packet, lean=False) == (topic.decode(), payload, mid, qos)
+
+
+def test_a_malformed_publish_is_refused_as_paho_refuses_it() -> None:
+    client = _Client(CallbackAPIVersion.VERSION2, client_id="t")
+    client.receiver = lambda *a: pytest.fail("an empty topic must not be delivered")
+    load(client, publish_packet(b"", b"x", 1, 7))
+    with pytest.raises(MalformedPacket):
+        client._handle_publish()
+
+
+@pytest.fixture
+def pair() -> Iterator[tuple[socket.socket, socket.socket]]:
+    a, b = socket.socketpair()
+    a.setblocking(False)
+    yield a, b
+    a.close()
+    b.close()
+
+
+def test_small_reads_come_from_one_buffered_receive_in_order(
+    pair: tuple[socket.socket, socket.socket],
+) -> None:
+    ours, theirs = pair
+    conn = BufferedConnection(ours)
+    stream = bytes(range(200)) * 10
+    theirs.sendall(stream)
+    got = bytearray(conn.recv(1))  # paho's header reads: a byte at a time
+    assert conn.pending() == len(stream) - 1  # the rest came with the same system call
+    while len(got) < len(stream):
+        got += conn.recv(3)
+    assert bytes(got) == stream
+    assert conn.pending() == 0
+    with pytest.raises(BlockingIOError):
+        conn.recv(1)  # nothing left in the buffer or the socket
+    theirs.close()
+    assert conn.recv(1) == b""  # end of stream, as a socket gives it
+
+
+def test_sends_wait_for_flush_and_a_full_kernel_buffer_keeps_the_rest_in_order(
+    pair: tuple[socket.socket, socket.socket],
+) -> None:
+    ours, theirs = pair
+    conn = BufferedConnection(ours)
+    chunks = [i.to_bytes(4, "big") * 256 for i in range(2000)]  # 2 MB: more than the kernel takes at once
+    for chunk in chunks:
+        assert conn.send(chunk) == len(chunk)
+    assert conn.flush() is False
+    assert 0 < conn.unsent < len(chunks) * 1024
+    expected = b"".join(chunks)
+    got = bytearray()
+    theirs.settimeout(5)
+    while len(got) < len(expected):
+        got += theirs.recv(1 << 16)
+        conn.flush()
+    assert conn.unsent == 0
+    assert bytes(got) == expected
