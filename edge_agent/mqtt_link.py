@@ -19,9 +19,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import select
 import socket
 import ssl
 import threading
+import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -36,6 +38,12 @@ log = logging.getLogger("nerve.edge.mqtt")
 
 RECV_CHUNK = 64 * 1024
 """Bytes asked of the socket per read: a burst of small messages comes in with one system call."""
+
+STOP_LINGER_S = 2.0
+"""At stop, how long the link waits for the broker to take the last acks and the DISCONNECT."""
+
+STABLE_S = 10.0
+"""A connection that lasted this long resets the reconnect backoff."""
 
 MISC_EVERY_S = 1.0
 """How often paho's keepalive and ping timeout are checked (`loop_misc`)."""
@@ -63,13 +71,15 @@ class BufferedConnection:
     lost with it, as they would be in the kernel's buffer: QoS 1 is what brings such messages back.
     """
 
-    __slots__ = ("_in", "_in_pos", "_out", "_sock")
+    __slots__ = ("_in", "_in_pos", "_out", "_sock", "linger_s")
 
     def __init__(self, sock: socket.socket) -> None:
         self._sock = sock
         self._in = b""
         self._in_pos = 0
         self._out = bytearray()
+        self.linger_s = 0.0
+        """Set before a DISCONNECT of our own: how long `close` waits for the broker to close its end."""
 
     # ---- what paho calls
     def recv(self, size: int) -> bytes:
@@ -103,7 +113,28 @@ class BufferedConnection:
     def close(self) -> None:
         with contextlib.suppress(OSError, ValueError):
             self.flush()  # paho closes right after queueing DISCONNECT: let it out first if it can go
+            if self.linger_s > 0:
+                self._linger()
         self._sock.close()
+
+    def _linger(self) -> None:
+        """Wait (at most `linger_s`) until the broker has read all we sent and closed its end: acks sent just
+        before the DISCONNECT count only once the broker has read them, and a new connection with the same
+        client id (the agent restarted) takes the session over from one whose bytes are still unread."""
+        deadline = time.monotonic() + self.linger_s
+        sock = self._sock
+        while self._out and time.monotonic() < deadline:
+            select.select([], [sock], [], max(0.0, deadline - time.monotonic()))
+            self.flush()
+        sock.shutdown(socket.SHUT_WR)
+        while (left := deadline - time.monotonic()) > 0:
+            if sock.fileno() < 0 or not select.select([sock], [], [], left)[0]:
+                return
+            try:
+                if not sock.recv(RECV_CHUNK):
+                    return  # the broker closed its end: it has read everything
+            except (BlockingIOError, ssl.SSLWantReadError):
+                continue
 
     # ---- what the link calls
     def flush(self) -> bool:
@@ -258,7 +289,9 @@ class MqttLink:
     # ---- socket events, on the loop
     def _watch(self, fd: int) -> None:
         self._unwatch()
-        if self._closing:  # a connect that finished after stop(): that socket goes with the process
+        if self._closing:  # a connect that finished after stop(): say goodbye on it at once
+            self._client.disconnect()
+            self._flush()
             return
         self._reader_fd = fd
         self._loop.add_reader(fd, self._readable)
@@ -309,6 +342,9 @@ class MqttLink:
 
     # ---- connection upkeep
     async def _supervise(self) -> None:
+        """Connect, keep the connection alive, reconnect after a loss: at least RECONNECT_DELAYS[0] apart
+        (a broker that accepts and then drops the agent, say for a second client with its id, must not
+        make it spin), doubling up to RECONNECT_DELAYS[1] until a connection is accepted and lasts."""
         delay = RECONNECT_DELAYS[0]
         while not self._closing:
             self._lost.clear()
@@ -316,31 +352,36 @@ class MqttLink:
             try:
                 # reconnect() blocks on the TCP connect and the TLS handshake: not on the loop.
                 await self._loop.run_in_executor(None, self._client.reconnect)
-            except (OSError, ssl.SSLError, ValueError) as e:
+            except Exception as e:  # OSError, ssl.SSLError, ValueError; anything else is logged the same way
                 log.warning(
                     "mqtt broker unreachable; retrying", extra={"error": repr(e), "retry_in_s": delay}
                 )
                 await self._pause(delay)
                 delay = min(delay * 2, RECONNECT_DELAYS[1])
                 continue
+            opened = time.monotonic()
             while not self._lost.is_set():
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._lost.wait(), MISC_EVERY_S)
                 self._client.loop_misc()  # keepalive pings; a silent broker is dropped after 1.5 keepalives
-            if self.connects > connects:
-                delay = RECONNECT_DELAYS[0]  # this connection was accepted: start the backoff afresh
-            else:
-                await self._pause(delay)
-                delay = min(delay * 2, RECONNECT_DELAYS[1])
+            if self.connects > connects and time.monotonic() - opened >= STABLE_S:
+                delay = RECONNECT_DELAYS[0]  # that connection was accepted and lasted: start afresh
+            await self._pause(delay)
+            delay = min(delay * 2, RECONNECT_DELAYS[1])
 
     async def _pause(self, seconds: float) -> None:
         await asyncio.sleep(seconds)  # stop() cancels the supervisor, pause or not
+
+    def _supervisor_done(self, task: asyncio.Task[None]) -> None:
+        if not task.cancelled() and task.exception() is not None:
+            log.error("mqtt link stopped reconnecting", extra={"error": repr(task.exception())})
 
     # ---- asyncio side
     def start(self) -> None:
         """Connect in the background; reconnects by itself after any loss."""
         self._client.connect_async(self.host, self.port, self.keepalive)
         self._supervisor = self._loop.create_task(self._supervise(), name="mqtt-link")
+        self._supervisor.add_done_callback(self._supervisor_done)
 
     async def wait_messages(self, within_s: float) -> None:
         """Return when messages are waiting, or after `within_s` seconds."""
@@ -357,8 +398,10 @@ class MqttLink:
         return [inbox.popleft() for _ in range(n)]
 
     def ack(self, message: Inbound) -> None:
-        """Acknowledge a message to the broker (it is safe on the spool)."""
-        if message.qos > 0:
+        """Acknowledge a message to the broker (it is safe on the spool). Not while disconnected: paho would
+        queue the ack ahead of the next CONNECT (a protocol error to the broker), and the persistent session
+        delivers the message again anyway (its id makes the repeat harmless)."""
+        if message.qos > 0 and self.connected.is_set():
             self._client.ack(message.mid, message.qos)
 
     def publish(self, topic: str, payload: bytes, qos: int = 1) -> None:
@@ -370,7 +413,10 @@ class MqttLink:
         self._closing = True
         if self._supervisor is not None:
             self._supervisor.cancel()
-        if self._client.socket() is not None:
+        sock = self._client.socket()
+        if sock is not None:
+            if isinstance(sock, BufferedConnection):
+                sock.linger_s = STOP_LINGER_S
             self._client.disconnect()
             self._flush()
         self._unwatch()

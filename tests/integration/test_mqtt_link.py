@@ -1,0 +1,89 @@
+"""The edge agent's MQTT link against the real Mosquitto: messages and acks both ways, and a broker that keeps
+dropping the link (a second client with the same id) does not make it reconnect in a tight loop."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+
+import paho.mqtt.client as mqtt
+import pytest
+from paho.mqtt.enums import CallbackAPIVersion
+
+from edge_agent.mqtt_link import RECONNECT_DELAYS, MqttLink
+
+pytestmark = pytest.mark.integration
+
+
+def link(address: tuple[str, int], client_id: str, filters: list[str]) -> MqttLink:
+    return MqttLink(
+        host=address[0],
+        port=address[1],
+        client_id=client_id,
+        filters=filters,
+        loop=asyncio.get_running_loop(),
+        keepalive=5,
+    )
+
+
+async def test_messages_in_order_and_acked_ones_are_not_delivered_again(
+    mqtt_address: tuple[str, int],
+) -> None:
+    root = f"lk-{uuid.uuid4().hex[:8]}"
+    client_id = f"{root}-agent"
+    first = link(mqtt_address, client_id, [f"{root}/#"])
+    first.start()
+    await asyncio.wait_for(first.connected.wait(), 10)
+    sensor = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=f"{root}-sensor")
+    sensor.connect(*mqtt_address)
+    sensor.loop_start()
+    try:
+        # The subscription is in place once a probe gets through.
+        deadline = time.monotonic() + 10
+        while not any(m.topic.endswith("/probe") for m in first.take(1000)):
+            assert time.monotonic() < deadline, "the link's subscription never took effect"
+            sensor.publish(f"{root}/probe", b"-1", qos=0)
+            await first.wait_messages(0.2)
+        infos = [sensor.publish(f"{root}/t", str(i).encode(), qos=1) for i in range(3000)]
+        for info in infos:
+            await asyncio.to_thread(info.wait_for_publish, 10)
+        got: list[int] = []
+        deadline = time.monotonic() + 20
+        while len(got) < 3000 and time.monotonic() < deadline:
+            await first.wait_messages(0.5)
+            for message in first.take(500):
+                got.append(int(message.payload))
+                if len(got) <= 2000:
+                    first.ack(message)  # the last 1,000 stay unacknowledged
+        assert got == list(range(3000))
+        first.stop()  # the acks queued so far go out ahead of its DISCONNECT
+        again = link(mqtt_address, client_id, [f"{root}/#"])  # same persistent session
+        again.start()
+        redelivered: list[int] = []
+        deadline = time.monotonic() + 20
+        while len(redelivered) < 1000 and time.monotonic() < deadline:
+            await again.wait_messages(0.5)
+            for message in again.take(500):
+                redelivered.append(int(message.payload))
+                again.ack(message)
+        assert sorted(redelivered) == list(range(2000, 3000))  # exactly the unacknowledged ones
+        again.stop()
+    finally:
+        sensor.loop_stop()
+        sensor.disconnect()
+
+
+async def test_a_link_dropped_again_and_again_backs_off(mqtt_address: tuple[str, int]) -> None:
+    client_id = f"lk-{uuid.uuid4().hex[:8]}-twin"
+    twins = [link(mqtt_address, client_id, []) for _ in range(2)]
+    for twin in twins:
+        twin.start()
+    try:
+        await asyncio.sleep(5.0)  # the broker drops one twin each time the other connects
+    finally:
+        for twin in twins:
+            twin.stop()
+    connects = sum(t.connects for t in twins)
+    # At least RECONNECT_DELAYS[0] between attempts, doubling: a handful each in 5 s, not thousands.
+    assert 2 <= connects <= 2 * (5.0 / RECONNECT_DELAYS[0] + 1), connects
