@@ -40,7 +40,7 @@ from typing import Any
 import orjson
 from aiokafka import AIOKafkaConsumer
 
-from bench.mqtt_baseline import Client, paced, percentiles, raw_round_trip, wait_for
+from bench.mqtt_baseline import Client, SocketPublisher, paced, percentiles, raw_round_trip, wait_for
 from bench.report import Row, git_state, machine_info, wait_quiet, write_report
 from tests.integration.edge_kit import REPO, Gateway, launcher, wait_until
 
@@ -402,7 +402,7 @@ class Bench:
             subscribe=[f"{gw.uid}/cmd/#"],
             on_message=lambda t, m: got.append((t, bytes(m.payload))),
         )
-        pub = Client(gw.mqtt_host, gw.mqtt_port, "sensors")
+        pub = SocketPublisher(gw.mqtt_host, gw.mqtt_port, "sensors")
         sent: dict[float, float] = {}
         last_ts = [0.0]
 
@@ -450,12 +450,12 @@ class Bench:
         }
 
     def live(self, n: int, tag: str = "tp") -> dict[str, Any]:
-        """Publish `n` events as fast as paho goes; events/s = n over first publish → last in Kafka."""
+        """Publish `n` events as fast as the broker takes them; events/s = n over first publish → last in Kafka."""
         gw = self.gw
         tel, _ = topics(gw.uid)
         msgs = [(tel[i % len(tel)], telemetry(tag, i)) for i in range(n)]
         start = self.offsets()
-        pub = Client(gw.mqtt_host, gw.mqtt_port, "flood")
+        pub = SocketPublisher(gw.mqtt_host, gw.mqtt_port, "flood")
         pid = agent_pid(gw)
         pin(pid, AGENT_CPU)
         delivered0 = self.probe.metric(DELIVERED_TELEMETRY) or 0.0
@@ -487,7 +487,7 @@ class Bench:
         tel, _ = topics(gw.uid)
         start = self.offsets()
         gw.stop()
-        pub = Client(gw.mqtt_host, gw.mqtt_port, "queue")
+        pub = SocketPublisher(gw.mqtt_host, gw.mqtt_port, "queue")
         try:
             pub.flood([(tel[i % len(tel)], telemetry(tag, i)) for i in range(n)])
         finally:
@@ -528,7 +528,7 @@ class Bench:
             stopped = True
             out["kafka_stop_s"] = round(time.time() - t0, 2)
             spooled0 = self.probe.metric("nerve_edge_spooled_total") or 0.0
-            pub = Client(gw.mqtt_host, gw.mqtt_port, "outage")
+            pub = SocketPublisher(gw.mqtt_host, gw.mqtt_port, "outage")
             try:
                 pub.flood([(tel[i % len(tel)], telemetry(tag, i)) for i in range(n)])
             finally:

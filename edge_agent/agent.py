@@ -39,7 +39,7 @@ from schemas.routing import Routing
 
 log = logging.getLogger("nerve.edge")
 INGEST_BATCH = 256  # messages per reflex pass: a trigger waits for at most this many before it
-SPOOL_PIPELINE = 8  # batches that may wait for the spool's fsync while reflexes run on the next
+SPOOL_PIPELINE = 2048  # messages that may wait for the spool's fsync while reflexes run on the next
 TICK_S = 0.2
 SNAPSHOT_EVERY_S = 30.0
 
@@ -185,40 +185,31 @@ class EdgeAgent:
     async def _ingest(self, stop: asyncio.Event) -> None:
         """Reflexes run on each batch as soon as it is taken; the spool writer makes the batches durable
         behind them, so a reading that triggers a reflex never waits for the disk (fsync) of the ones
-        before it. At most SPOOL_PIPELINE batches wait for the disk: beyond that ingest waits too."""
+        before it. At most SPOOL_PIPELINE messages wait for the disk: beyond that ingest waits too. (A bound
+        in messages, not batches: at a few thousand events/s batches are of one or two messages, and a
+        bound of a few batches made every reading wait for the fsync of the ones before it.)"""
         mqtt = self.mqtt
         assert mqtt is not None
-        pending: asyncio.Queue[tuple[list[SpoolRecord], list[Inbound]] | None] = asyncio.Queue(SPOOL_PIPELINE)
-        writer = asyncio.create_task(self._spool_writer(pending), name="spool-writer")
+        pipe = _SpoolPipe()
+        writer = asyncio.create_task(self._spool_writer(pipe), name="spool-writer")
         try:
             while not stop.is_set():
                 await mqtt.wait_messages(TICK_S)
                 batch = mqtt.take(INGEST_BATCH)
                 if batch:
-                    await pending.put((self._ingest_batch(batch), batch))
+                    records = self._ingest_batch(batch)
+                    mqtt.flush()  # this batch's commands and alerts go out before the next batch is read
+                    await pipe.put(records, batch)
         finally:
-            await pending.put(None)
+            pipe.close()
             await writer
 
-    async def _spool_writer(
-        self, pending: asyncio.Queue[tuple[list[SpoolRecord], list[Inbound]] | None]
-    ) -> None:
+    async def _spool_writer(self, pipe: _SpoolPipe) -> None:
         """Append what ingest produced to the spool — every batch waiting by then in one write and one fsync
         — and only then acknowledge the batches' messages to the broker."""
         mqtt = self.mqtt
         assert mqtt is not None
-        done = False
-        while not done:
-            first = await pending.get()
-            if first is None:
-                return
-            items = [first]
-            while not pending.empty():
-                item = pending.get_nowait()
-                if item is None:
-                    done = True
-                    break
-                items.append(item)
+        while (items := await pipe.take()) is not None:
             records = [r for batch_records, _ in items for r in batch_records]
             if records:
                 await asyncio.to_thread(self.spool.append, records)  # durable (fsync) before the acks below
@@ -227,6 +218,8 @@ class EdgeAgent:
             for _, batch in items:
                 for msg in batch:
                     mqtt.ack(msg)
+            pipe.written()
+            mqtt.flush()
 
     # ------------------------------------------------------------ clock, heartbeat, gauges
     async def _tick(self, stop: asyncio.Event) -> None:
@@ -371,6 +364,46 @@ class EdgeAgent:
         log.info(
             "edge agent stopped", extra={"spooled_urgent": left.urgent, "spooled_telemetry": left.telemetry}
         )
+
+
+class _SpoolPipe:
+    """Batches handed from ingest to the spool writer: `put` waits while SPOOL_PIPELINE messages or more
+    are not yet written; `take` returns everything waiting (None once closed and empty)."""
+
+    def __init__(self) -> None:
+        self._items: list[tuple[list[SpoolRecord], list[Inbound]]] = []
+        self._messages = 0  # waiting or being written
+        self._ready = asyncio.Event()
+        self._room = asyncio.Event()
+        self._room.set()
+        self._closed = False
+
+    async def put(self, records: list[SpoolRecord], batch: list[Inbound]) -> None:
+        self._items.append((records, batch))
+        self._messages += len(batch)
+        self._ready.set()
+        if self._messages >= SPOOL_PIPELINE:
+            self._room.clear()
+            await self._room.wait()
+
+    async def take(self) -> list[tuple[list[SpoolRecord], list[Inbound]]] | None:
+        while not self._items:
+            if self._closed:
+                return None
+            self._ready.clear()
+            await self._ready.wait()
+        items, self._items = self._items, []
+        return items
+
+    def written(self) -> None:
+        """What the last `take` returned is on the spool."""
+        self._messages = sum(len(batch) for _, batch in self._items)
+        if self._messages < SPOOL_PIPELINE:
+            self._room.set()
+
+    def close(self) -> None:
+        self._closed = True
+        self._ready.set()
 
 
 def write_snapshot(engine: Engine, path: Path) -> None:

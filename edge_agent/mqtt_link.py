@@ -389,7 +389,8 @@ class MqttLink:
             return
         self._wake.clear()
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._wake.wait(), within_s)
+            async with asyncio.timeout(within_s):  # no task per wait, as wait_for makes in Python 3.11
+                await self._wake.wait()
 
     def take(self, limit: int) -> list[Inbound]:
         """Up to `limit` received messages, oldest first."""
@@ -403,6 +404,11 @@ class MqttLink:
         delivers the message again anyway (its id makes the repeat harmless)."""
         if message.qos > 0 and self.connected.is_set():
             self._client.ack(message.mid, message.qos)
+
+    def flush(self) -> None:
+        """Send what is queued now rather than when the loop next gets to it (commands of a batch)."""
+        if self._flush_soon:
+            self._flush()
 
     def publish(self, topic: str, payload: bytes, qos: int = 1) -> None:
         """Queue a publish; QoS 1 publishes made while disconnected go out after the reconnect."""

@@ -196,7 +196,8 @@ class Uplink:
                     await asyncio.to_thread(self.spool.reclaim)
                 self._wake.clear()
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._wake.wait(), 0.5)
+                    async with asyncio.timeout(0.5):
+                        await self._wake.wait()
                 continue
             backlog = backlog or len(batch) == self.batch
             try:
