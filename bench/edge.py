@@ -658,11 +658,11 @@ def run(b: Bench) -> dict[str, Any]:
     return data
 
 
-def run_phase(b: Bench, phase: str) -> dict[str, Any]:
-    """One phase of `run` alone, at its full size (the reflex phase at the highest rate)."""
+def run_phase(b: Bench, phase: str, rate: float | None = None) -> dict[str, Any]:
+    """One phase of `run` alone, at its full size (the reflex phase at `rate`, or the highest rate)."""
     time.sleep(2.0)
     if phase == "reflex":
-        return b.reflex(b.sizes.rates[-1], b.sizes.reflex_s)
+        return b.reflex(rate or b.sizes.rates[-1], b.sizes.reflex_s)
     return b.live(b.sizes.live) if phase == "live" else b.backlog(b.sizes.backlog)
 
 
@@ -929,6 +929,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         action="append",
         help="run only this phase and print its result, no report (repeatable; for working on the agent)",
     )
+    ap.add_argument("--rate", type=float, help="with --phase reflex: the rate (default: the highest)")
     args = ap.parse_args(argv)
     sizes = QUICK if args.quick else FULL
     PINNING = not args.no_pin and (os.cpu_count() or 1) >= 2
@@ -953,7 +954,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             start_agent(gw)
             if args.phase:
                 for phase in args.phase:
-                    print(phase, orjson.dumps(run_phase(bench, phase)).decode(), flush=True)
+                    print(phase, orjson.dumps(run_phase(bench, phase, args.rate)).decode(), flush=True)
                 return 0
             data = run(bench)
             data["python_speed"] = {"before": speed_before, "after": python_speed()}

@@ -40,6 +40,7 @@ from schemas.routing import Routing
 log = logging.getLogger("nerve.edge")
 INGEST_BATCH = 256  # messages per reflex pass: a trigger waits for at most this many before it
 SPOOL_PIPELINE = 2048  # messages that may wait for the spool's fsync while reflexes run on the next
+SPOOL_GATHER_S = 0.005  # the spool is written (and the messages acknowledged) at most this often
 TICK_S = 0.2
 SNAPSHOT_EVERY_S = 30.0
 
@@ -209,7 +210,18 @@ class EdgeAgent:
         — and only then acknowledge the batches' messages to the broker."""
         mqtt = self.mqtt
         assert mqtt is not None
-        while (items := await pipe.take()) is not None:
+        loop = asyncio.get_running_loop()
+        written_at = 0.0
+        while True:
+            # One write and fsync per SPOOL_GATHER_S at most: at a few thousand events/s batches are of one
+            # or two messages, and an fsync each cost more CPU than the events themselves.
+            gather = written_at + SPOOL_GATHER_S - loop.time()
+            if gather > 0:
+                await asyncio.sleep(gather)
+            items = await pipe.take()
+            if items is None:
+                return
+            written_at = loop.time()
             records = [r for batch_records, _ in items for r in batch_records]
             if records:
                 await asyncio.to_thread(self.spool.append, records)  # durable (fsync) before the acks below

@@ -36,6 +36,8 @@ from schemas.credentials import MqttAuth
 
 log = logging.getLogger("nerve.edge.mqtt")
 
+_TCP_QUICKACK: int | None = getattr(socket, "TCP_QUICKACK", None)
+
 RECV_CHUNK = 64 * 1024
 """Bytes asked of the socket per read: a burst of small messages comes in with one system call."""
 
@@ -71,9 +73,18 @@ class BufferedConnection:
     lost with it, as they would be in the kernel's buffer: QoS 1 is what brings such messages back.
     """
 
-    __slots__ = ("_in", "_in_pos", "_out", "_sock", "linger_s")
+    __slots__ = ("_in", "_in_pos", "_out", "_quickack", "_sock", "linger_s")
 
     def __init__(self, sock: socket.socket) -> None:
+        tcp = sock.family in (socket.AF_INET, socket.AF_INET6)
+        if tcp:
+            # The link joins a burst's packets itself; Nagle's algorithm would only hold a command back
+            # until the broker's TCP acknowledgement of the acks sent just before it.
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        # The other way round, a broker with Nagle on (Mosquitto's default) holds each message to us until
+        # we acknowledge the last at TCP level, and the kernel delays that acknowledgement until we send
+        # something (the spool is written, and acked, every few ms): so acknowledge at once (Linux).
+        self._quickack = _TCP_QUICKACK if tcp else None
         self._sock = sock
         self._in = b""
         self._in_pos = 0
@@ -87,6 +98,8 @@ class BufferedConnection:
             data = self._sock.recv(RECV_CHUNK)  # BlockingIOError / SSLWantReadError go to paho as they are
             if not data:
                 return b""  # end of stream: paho reports the connection lost
+            if self._quickack is not None:
+                self._sock.setsockopt(socket.IPPROTO_TCP, self._quickack, 1)
             self._in, self._in_pos = data, 0
         start = self._in_pos
         end = min(start + size, len(self._in))

@@ -58,6 +58,7 @@ class Uplink:
         }
         self.batch = batch
         self._request_timeout_s = request_timeout_ms / 1000
+        self._linger_s = linger_ms / 1000
         self._on_connected = on_connected
         self._on_delivered = on_delivered
         self._producer: AIOKafkaProducer | None = None
@@ -184,11 +185,20 @@ class Uplink:
     async def run(self, stop: asyncio.Event) -> None:
         """Drain until `stop` is set, then flush what is in flight."""
         backlog = False
+        loop = asyncio.get_running_loop()
+        sent_at = 0.0
         while not stop.is_set():
             if self._producer is None:
                 self._producer = await self._connect(stop)
                 if self._producer is None:
                     break
+            # One produce request per linger at most, not one per spool write: at a few thousand events/s
+            # the spool is written in batches of one or two, and a request each cost the agent (and Kafka)
+            # more CPU than the events themselves.
+            gather = sent_at + self._linger_s - loop.time()
+            if gather > 0:
+                await asyncio.sleep(gather)
+            sent_at = loop.time()
             batch = self.spool.peek(self.batch)
             if not batch:
                 if backlog:
