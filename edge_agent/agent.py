@@ -42,6 +42,7 @@ INGEST_BATCH = 256  # messages per reflex pass: a trigger waits for at most this
 SPOOL_PIPELINE = 2048  # messages that may wait for the spool's fsync while reflexes run on the next
 SPOOL_GATHER_S = 0.005  # the spool is written (and the messages acknowledged) at most this often
 TICK_S = 0.2
+BUILDING_KEYS_MAX = 10_000  # sites whose Kafka key is remembered
 SNAPSHOT_EVERY_S = 30.0
 
 
@@ -73,6 +74,9 @@ class EdgeAgent:
         )
         self.mqtt: MqttLink | None = None
         self.metrics_port: int | None = None
+        self._events_topic = config.topic("events")
+        self._building_keys: dict[str, bytes] = {}
+        self._accepted = 0  # events applied since the counter was last brought up to date
 
     # ------------------------------------------------------------ engine state across restarts
     def _restore_engine(self, rules: RuleSet) -> Engine:
@@ -147,12 +151,18 @@ class EdgeAgent:
         self.metrics.reflex_seconds.observe(time.perf_counter() - received)
         if outputs:
             self._publish_outputs(outputs, records)
-        records.append(
-            SpoolRecord(
-                Priority.TELEMETRY, self.config.topic("events"), _building_key(event.site), event.to_json()
-            )
-        )
-        self.metrics.events_in.inc()
+        key = self._building_keys.get(event.site)
+        if key is None:
+            if len(self._building_keys) >= BUILDING_KEYS_MAX:
+                self._building_keys.clear()
+            key = self._building_keys[event.site] = _building_key(event.site)
+        records.append(SpoolRecord(Priority.TELEMETRY, self._events_topic, key, event.to_json()))
+        self._accepted += 1
+
+    def _count_accepted(self) -> None:
+        if self._accepted:
+            self.metrics.events_in.inc(self._accepted)
+            self._accepted = 0
 
     def _dead_letter(
         self, reason: str, raw: bytes, records: list[SpoolRecord], source: str, now: float | None = None
@@ -180,6 +190,7 @@ class EdgeAgent:
                 continue
             for event in events:
                 self._apply(event, records, received)
+        self._count_accepted()
         self.metrics.late.set(self.engine.late)
         return records
 
@@ -245,6 +256,7 @@ class EdgeAgent:
             if now >= next_beat:
                 beat = SensorEvent(site=cfg.site, sensor=cfg.gateway, kind="heartbeat", value=1, ts=now)
                 self._apply(beat, records, time.perf_counter())
+                self._count_accepted()
                 next_beat = now + cfg.heartbeat_s
             outputs = self.engine.advance(now - self.engine.lateness - cfg.lateness_margin_s)
             if outputs:

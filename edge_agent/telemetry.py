@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import logging
 import time
+from bisect import bisect_left
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 import orjson
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
+from prometheus_client import CollectorRegistry, Counter, Gauge, start_http_server
+from prometheus_client.core import HistogramMetricFamily, Metric
 
 REFLEX_BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0)
 
@@ -45,10 +48,10 @@ class EdgeMetrics:
             "nerve_edge_kafka_connected", "1 while the uplink reaches Kafka", registry=r
         )
         self.mqtt_connected = Gauge("nerve_edge_mqtt_connected", "1 while connected to MQTT", registry=r)
-        self.reflex_seconds = Histogram(
+        self.reflex_seconds = LoopHistogram(
             "nerve_edge_reflex_seconds",
             "Time from MQTT receipt to the engine's decision",
-            buckets=REFLEX_BUCKETS,
+            REFLEX_BUCKETS,
             registry=r,
         )
         info = Gauge("nerve_edge_info", "Constant 1, labelled with the gateway id", ["gateway"], registry=r)
@@ -58,6 +61,34 @@ class EdgeMetrics:
         """Start the /metrics HTTP endpoint; returns the bound port (useful with port 0)."""
         server, _thread = start_http_server(port, addr=host, registry=self.registry)
         return int(server.server_port)
+
+
+class LoopHistogram:
+    """A Prometheus histogram observed from the agent's event loop only: a bisect and two additions per
+    observation, no lock (prometheus_client's Histogram takes a lock per bucket and for the sum, about a
+    tenth of the agent's own work per event). Exposed like any histogram (`_bucket`, `_sum`, `_count`)."""
+
+    def __init__(self, name: str, documentation: str, buckets: Sequence[float], registry: CollectorRegistry):
+        self.name, self.documentation = name, documentation
+        self._bounds = sorted(buckets)
+        self._counts = [0] * (len(self._bounds) + 1)  # the last one: above every bound
+        self._sum = 0.0
+        registry.register(self)  # a collector is anything with collect()
+
+    def observe(self, value: float) -> None:
+        self._counts[bisect_left(self._bounds, value)] += 1
+        self._sum += value
+
+    def collect(self) -> Iterable[Metric]:
+        counts, total = list(self._counts), self._sum  # a copy: the loop may observe meanwhile
+        cumulative, buckets = 0, []
+        for bound, n in zip(self._bounds, counts, strict=False):
+            cumulative += n
+            buckets.append((repr(float(bound)), cumulative))
+        buckets.append(("+Inf", cumulative + counts[-1]))
+        family = HistogramMetricFamily(self.name, self.documentation)
+        family.add_metric([], buckets, sum_value=total)
+        return [family]
 
 
 class JsonFormatter(logging.Formatter):
