@@ -233,7 +233,12 @@ class EdgeConfig(BaseSettings):
         default=9464, description="0 disables metrics."
     )
     dedup_window: Annotated[int, Field(ge=0)] = Field(
-        default=100_000, description="Recent event ids remembered; 0 disables."
+        default=20_000,
+        description=(
+            "Recent event ids remembered; 0 disables. Redeliveries come from the few thousand messages in "
+            "flight at a reconnect (the link reads at most 2,048 ahead of ingest), so 20,000 (~2 MB) covers "
+            "them with room; the engine itself ignores a reading it already holds."
+        ),
     )
     rule_set: Name = Field(
         default="city", description="The rule set followed on <prefix>rules for hot reload (edge tier)."

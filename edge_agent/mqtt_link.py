@@ -38,6 +38,11 @@ log = logging.getLogger("nerve.edge.mqtt")
 
 _TCP_QUICKACK: int | None = getattr(socket, "TCP_QUICKACK", None)
 
+INBOX_HIGH = 2048
+"""Received messages waiting for ingest beyond which the link stops reading until half are taken: on a
+reconnect Mosquitto sends a persistent session's whole queue at once (50,000 held messages were 46,000
+objects in this process at the peak), so without it the backlog's size, not the agent's, set its memory."""
+
 RECV_CHUNK = 64 * 1024
 """Bytes asked of the socket per read: a burst of small messages comes in with one system call."""
 
@@ -232,6 +237,7 @@ class MqttLink:
         self.connected = asyncio.Event()
         self.connects = 0
         self._reader_fd: int | None = None
+        self._paused_fd: int | None = None  # reading paused (back-pressure) on this socket
         self._writer_fd: int | None = None
         self._flush_soon = False
         self._closing = False
@@ -310,6 +316,7 @@ class MqttLink:
         self._loop.add_reader(fd, self._readable)
 
     def _unwatch(self) -> None:
+        self._paused_fd = None
         if self._reader_fd is not None:
             self._loop.remove_reader(self._reader_fd)
             self._reader_fd = None
@@ -319,14 +326,28 @@ class MqttLink:
 
     def _readable(self) -> None:
         client = self._client
+        inbox = self._inbox
         client.loop_read()
         sock = client.socket()
         # paho reads one packet per call here; the rest of the burst is already in our buffer (or in the SSL
         # object), where the loop's poll cannot see it.
-        while isinstance(sock, BufferedConnection) and sock.pending():
+        while isinstance(sock, BufferedConnection) and sock.pending() and len(inbox) < INBOX_HIGH:
             if client.loop_read() != mqtt.MQTT_ERR_SUCCESS:
                 break
             sock = client.socket()
+        if len(inbox) >= INBOX_HIGH and self._reader_fd is not None:
+            # Back-pressure: the broker keeps the rest (in its queue for our persistent session) until
+            # ingest has caught up, instead of this process holding a whole backlog in memory.
+            self._loop.remove_reader(self._reader_fd)
+            self._paused_fd, self._reader_fd = self._reader_fd, None
+
+    def _resume(self) -> None:
+        fd, self._paused_fd = self._paused_fd, None
+        if fd is None or self._client.socket() is None or self._closing:
+            return
+        self._reader_fd = fd
+        self._loop.add_reader(fd, self._readable)
+        self._readable()  # what is already in our buffer: the poll would not report it
 
     def _schedule_flush(self) -> None:
         if not self._flush_soon:
@@ -409,7 +430,10 @@ class MqttLink:
         """Up to `limit` received messages, oldest first."""
         inbox = self._inbox
         n = min(limit, len(inbox))
-        return [inbox.popleft() for _ in range(n)]
+        taken = [inbox.popleft() for _ in range(n)]
+        if self._paused_fd is not None and len(inbox) <= INBOX_HIGH // 2:
+            self._loop.call_soon(self._resume)
+        return taken
 
     def ack(self, message: Inbound) -> None:
         """Acknowledge a message to the broker (it is safe on the spool). Not while disconnected: paho would

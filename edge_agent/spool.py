@@ -37,7 +37,7 @@ _DROP_LOG_INTERVAL = 60.0  # seconds between summary lines while a drop episode 
 # Memory RocksDB may hold, in bytes. The spool is a FIFO: records are read once, just after they were
 # written (from the memtable), or once in order while a backlog drains; a block cache saves nothing
 # there, and RocksDB's default LRU cache (32 MB) filled up during every drain.
-_WRITE_BUFFER = 4 << 20  # per memtable; at most _WRITE_BUFFERS of them (one filling, one flushing)
+_WRITE_BUFFER = 1 << 20  # per memtable; at most _WRITE_BUFFERS of them (one filling, one flushing)
 _WRITE_BUFFERS = 2
 _BLOCK_CACHE = 1 << 20
 

@@ -11,7 +11,7 @@ import paho.mqtt.client as mqtt
 import pytest
 from paho.mqtt.enums import CallbackAPIVersion
 
-from edge_agent.mqtt_link import RECONNECT_DELAYS, MqttLink
+from edge_agent.mqtt_link import INBOX_HIGH, RECONNECT_DELAYS, MqttLink
 
 pytestmark = pytest.mark.integration
 
@@ -87,3 +87,45 @@ async def test_a_link_dropped_again_and_again_backs_off(mqtt_address: tuple[str,
     connects = sum(t.connects for t in twins)
     # At least RECONNECT_DELAYS[0] between attempts, doubling: a handful each in 5 s, not thousands.
     assert 2 <= connects <= 2 * (5.0 / RECONNECT_DELAYS[0] + 1), connects
+
+
+async def test_a_backlog_larger_than_the_inbox_is_read_as_ingest_takes_it(
+    mqtt_address: tuple[str, int],
+) -> None:
+    root = f"lk-{uuid.uuid4().hex[:8]}"
+    client_id = f"{root}-agent"
+    first = link(mqtt_address, client_id, [f"{root}/#"])
+    first.start()
+    await asyncio.wait_for(first.connected.wait(), 10)
+    sensor = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=f"{root}-sensor")
+    sensor.connect(*mqtt_address)
+    sensor.loop_start()
+    try:
+        deadline = time.monotonic() + 10
+        while not first.take(1000):  # the subscription is in place once a probe gets through
+            assert time.monotonic() < deadline, "the link's subscription never took effect"
+            sensor.publish(f"{root}/probe", b"-1", qos=0)
+            await first.wait_messages(0.2)
+        first.stop()
+        n = 3 * INBOX_HIGH
+        infos = [sensor.publish(f"{root}/t", str(i).encode(), qos=1) for i in range(n)]
+        for info in infos:  # queued by the broker for the offline persistent session
+            await asyncio.to_thread(info.wait_for_publish, 10)
+        again = link(mqtt_address, client_id, [f"{root}/#"])
+        again.start()
+        got: list[int] = []
+        most = 0
+        deadline = time.monotonic() + 30
+        while len(got) < n and time.monotonic() < deadline:
+            await again.wait_messages(0.5)
+            most = max(most, len(again._inbox))
+            for message in again.take(100):  # a slow ingest: the broker must wait, not this process
+                got.append(int(message.payload))
+                again.ack(message)
+            await asyncio.sleep(0)
+        again.stop()
+        assert got == list(range(n))
+        assert INBOX_HIGH // 2 <= most <= INBOX_HIGH + 2  # the link filled up to the mark, and no further
+    finally:
+        sensor.loop_stop()
+        sensor.disconnect()

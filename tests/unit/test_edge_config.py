@@ -66,7 +66,7 @@ def test_loads_a_file_with_defaults(tmp_path: Path) -> None:
     assert (config.spool.max_bytes, config.spool.sync) == (256 * 1024 * 1024, True)
     assert config.sensors is None
     assert (config.lateness_margin_s, config.heartbeat_s) == (1.0, 10.0)
-    assert (config.metrics_port, config.dedup_window) == (9464, 100_000)
+    assert (config.metrics_port, config.dedup_window) == (9464, 20_000)
 
 
 def test_topic_adds_the_prefix(tmp_path: Path) -> None:
