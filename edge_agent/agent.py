@@ -40,7 +40,7 @@ from schemas.routing import Routing
 log = logging.getLogger("nerve.edge")
 INGEST_BATCH = 256  # messages per reflex pass: a trigger waits for at most this many before it
 SPOOL_PIPELINE = 2048  # messages that may wait for the spool's fsync while reflexes run on the next
-SPOOL_GATHER_S = 0.005  # the spool is written (and the messages acknowledged) at most this often
+SPOOL_GATHER_S = 0.02  # the spool is written (and the messages acknowledged) at most this often
 TICK_S = 0.2
 BUILDING_KEYS_MAX = 10_000  # sites whose Kafka key is remembered
 SNAPSHOT_EVERY_S = 30.0
