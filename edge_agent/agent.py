@@ -23,7 +23,7 @@ from edge_agent.config import EdgeConfig
 from edge_agent.downlink import CommandLedger, Downlink
 from edge_agent.ingest import Decoder, Rejected, TopicTemplate
 from edge_agent.mqtt_link import Inbound, MqttLink
-from edge_agent.spool import Priority, Spool, SpoolRecord
+from edge_agent.spool import Priority, Spool, SpoolRecord, SpoolWriteError
 from edge_agent.telemetry import EdgeMetrics
 from edge_agent.uplink import Uplink
 from reflexes import Engine, MemoryStore, RuleSet, RuleSetError
@@ -40,6 +40,7 @@ from schemas.routing import Routing
 log = logging.getLogger("nerve.edge")
 INGEST_BATCH = 256  # messages per reflex pass: a trigger waits for at most this many before it
 SPOOL_PIPELINE = 2048  # messages that may wait for the spool's fsync while reflexes run on the next
+SPOOL_RETRY_S = 0.5  # first pause before a failed spool write is tried again; it doubles, up to 20×
 SPOOL_GATHER_S = 0.02  # the spool is written (and the messages acknowledged) at most this often
 TICK_S = 0.2
 BUILDING_KEYS_MAX = 10_000  # sites whose Kafka key is remembered
@@ -77,6 +78,7 @@ class EdgeAgent:
         self._events_topic = config.topic("events")
         self._building_keys: dict[str, bytes] = {}
         self._accepted = 0  # events applied since the counter was last brought up to date
+        self._stopping = False  # ingest has ended: the spool writer gives up on a failing disk
 
     # ------------------------------------------------------------ engine state across restarts
     def _restore_engine(self, rules: RuleSet) -> Engine:
@@ -204,15 +206,17 @@ class EdgeAgent:
         assert mqtt is not None
         pipe = _SpoolPipe()
         writer = asyncio.create_task(self._spool_writer(pipe), name="spool-writer")
+        writer.add_done_callback(_log_fault)
         try:
-            while not stop.is_set():
+            while not stop.is_set() and not writer.done():
                 await mqtt.wait_messages(TICK_S)
                 batch = mqtt.take(INGEST_BATCH)
                 if batch:
                     records = self._ingest_batch(batch)
                     mqtt.flush()  # this batch's commands and alerts go out before the next batch is read
-                    await pipe.put(records, batch)
+                    await pipe.put(records, batch, writer)
         finally:
+            self._stopping = True
             pipe.close()
             await writer
 
@@ -234,15 +238,33 @@ class EdgeAgent:
                 return
             written_at = loop.time()
             records = [r for batch_records, _ in items for r in batch_records]
-            if records:
-                await asyncio.to_thread(self.spool.append, records)  # durable (fsync) before the acks below
-                self.metrics.spooled.inc(len(records))
-                self.uplink.wake()
+            if records and not await self._append_durably(records):
+                return  # stopping with the disk still failing: unacknowledged, the broker delivers them again
             for _, batch in items:
                 for msg in batch:
                     mqtt.ack(msg)
             pipe.written()
             mqtt.flush()
+
+    async def _append_durably(self, records: list[SpoolRecord]) -> bool:
+        """Append to the spool (fsync) before any ack; a failing disk (full, I/O error) is retried with a
+        growing pause, while ingest fills the pipe and then waits, and the broker keeps the rest. False
+        when the agent is stopping and the disk still fails."""
+        pause = SPOOL_RETRY_S
+        while True:
+            try:
+                await asyncio.to_thread(self.spool.append, records)
+            except SpoolWriteError as e:
+                if self._stopping:
+                    log.error("spool write failed at shutdown; unacknowledged input stays with the broker")
+                    return False
+                log.error("spool write failed; retrying", extra={"error": str(e), "retry_in_s": pause})
+                await asyncio.sleep(pause)
+                pause = min(pause * 2, 20 * SPOOL_RETRY_S)
+                continue
+            self.metrics.spooled.inc(len(records))
+            self.uplink.wake()
+            return True
 
     # ------------------------------------------------------------ clock, heartbeat, gauges
     async def _tick(self, stop: asyncio.Event) -> None:
@@ -390,6 +412,11 @@ class EdgeAgent:
         )
 
 
+def _log_fault(task: asyncio.Task[None]) -> None:
+    if not task.cancelled() and task.exception() is not None:
+        log.error("%s stopped", task.get_name(), exc_info=task.exception())
+
+
 class _SpoolPipe:
     """Batches handed from ingest to the spool writer: `put` waits while SPOOL_PIPELINE messages or more
     are not yet written; `take` returns everything waiting (None once closed and empty)."""
@@ -402,13 +429,16 @@ class _SpoolPipe:
         self._room.set()
         self._closed = False
 
-    async def put(self, records: list[SpoolRecord], batch: list[Inbound]) -> None:
+    async def put(self, records: list[SpoolRecord], batch: list[Inbound], writer: asyncio.Task[None]) -> None:
+        """Hand a batch on; wait while the pipe is full, or until `writer` has ended (a fault in it)."""
         self._items.append((records, batch))
         self._messages += len(batch)
         self._ready.set()
         if self._messages >= SPOOL_PIPELINE:
             self._room.clear()
-            await self._room.wait()
+            room = asyncio.ensure_future(self._room.wait())
+            await asyncio.wait([room, writer], return_when=asyncio.FIRST_COMPLETED)
+            room.cancel()
 
     async def take(self) -> list[tuple[list[SpoolRecord], list[Inbound]]] | None:
         while not self._items:

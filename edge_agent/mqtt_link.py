@@ -61,12 +61,14 @@ RECONNECT_DELAYS = (1.0, 5.0)
 
 @dataclass(slots=True)
 class Inbound:
-    """One received message; `mid`/`qos` are what `MqttLink.ack` needs."""
+    """One received message; `mid`/`qos`/`connection` are what `MqttLink.ack` needs."""
 
     topic: str
     payload: bytes
     mid: int
     qos: int
+    connection: int = 0
+    """Which connection of the link it came on: a packet id means something only on its own connection."""
 
 
 class BufferedConnection:
@@ -237,6 +239,7 @@ class MqttLink:
         self.connected = asyncio.Event()
         self.connects = 0
         self._reader_fd: int | None = None
+        self._connection = 0  # counts the sockets opened; Inbound.connection
         self._paused_fd: int | None = None  # reading paused (back-pressure) on this socket
         self._writer_fd: int | None = None
         self._flush_soon = False
@@ -293,7 +296,7 @@ class MqttLink:
         self._receive(msg.topic, bytes(msg.payload), msg.mid, msg.qos)
 
     def _receive(self, topic: str, payload: bytes, mid: int, qos: int) -> None:
-        self._inbox.append(Inbound(topic, payload, mid, qos))
+        self._inbox.append(Inbound(topic, payload, mid, qos, self._connection))
         self._wake.set()
 
     def _on_socket_open(self, client: mqtt.Client, userdata: Any, sock: Any) -> None:
@@ -312,6 +315,7 @@ class MqttLink:
             self._client.disconnect()
             self._flush()
             return
+        self._connection += 1  # what comes on this socket is acked on it only
         self._reader_fd = fd
         self._loop.add_reader(fd, self._readable)
 
@@ -436,10 +440,12 @@ class MqttLink:
         return taken
 
     def ack(self, message: Inbound) -> None:
-        """Acknowledge a message to the broker (it is safe on the spool). Not while disconnected: paho would
-        queue the ack ahead of the next CONNECT (a protocol error to the broker), and the persistent session
-        delivers the message again anyway (its id makes the repeat harmless)."""
-        if message.qos > 0 and self.connected.is_set():
+        """Acknowledge a message to the broker (it is safe on the spool), on the connection it came on only.
+        Not while disconnected (paho would queue the ack ahead of the next CONNECT, a protocol error to the
+        broker), and not on a later connection: there its packet id may name another message, one not yet
+        spooled (a broker that lost the session numbers afresh). A persistent session delivers the message
+        again anyway, and its event id makes the repeat harmless."""
+        if message.qos > 0 and message.connection == self._connection and self.connected.is_set():
             self._client.ack(message.mid, message.qos)
 
     def flush(self) -> None:

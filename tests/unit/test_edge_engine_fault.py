@@ -71,3 +71,36 @@ def test_an_engine_fault_dead_letters_the_event_and_ingest_goes_on(
     assert [a["reflex"] for a in alerts] == ["kitchen-smoke"]  # the good one still fired
     assert any(topic == config.mqtt.deadletter_topic for topic, _ in published.messages)
     assert agent.metrics.registry.get_sample_value("nerve_edge_dead_lettered_total") == 1
+
+
+async def test_a_failing_spool_write_is_retried_and_nothing_is_acked_before_it_holds(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A full or failing disk stops the acks, not the agent: the write is tried again until it holds."""
+    from edge_agent import agent as agent_module
+    from edge_agent.spool import SpoolWriteError
+
+    monkeypatch.setattr(agent_module, "SPOOL_RETRY_S", 0.01)
+    config = make_config(spool={"path": str(tmp_path / "spool")}, metrics_port=0)
+    agent = EdgeAgent(config, load_rules_text(RULES))
+    append = agent.spool.append
+    failures = [SpoolWriteError("disk full"), SpoolWriteError("disk full")]
+    calls: list[int] = []
+
+    def flaky(records: Any) -> None:
+        calls.append(len(records))
+        if failures:
+            raise failures.pop(0)
+        append(records)
+
+    monkeypatch.setattr(agent.spool, "append", flaky)
+    records = agent._ingest_batch([Inbound("sensors/f1/r101/t1/temperature", b"21", 1, 1)])
+    try:
+        assert await agent._append_durably(records) is True
+        assert calls == [len(records)] * 3  # two failures, then the write that holds
+        assert agent.spool.stats().telemetry == 1
+        agent._stopping = True  # at shutdown a failing disk is given up on, leaving the input unacked
+        failures.append(SpoolWriteError("disk full"))
+        assert await agent._append_durably(records) is False
+    finally:
+        agent.spool.close()

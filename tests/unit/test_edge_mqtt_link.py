@@ -4,6 +4,7 @@ The link against the real Mosquitto (reconnects, TLS, broker restarts) is tested
 
 from __future__ import annotations
 
+import asyncio
 import socket
 from collections.abc import Iterator
 
@@ -11,7 +12,7 @@ import pytest
 from paho.mqtt.enums import CallbackAPIVersion
 from paho.mqtt.exception import MalformedPacket
 
-from edge_agent.mqtt_link import BufferedConnection, _Client
+from edge_agent.mqtt_link import BufferedConnection, MqttLink, _Client
 
 
 def publish_packet(topic: bytes, payload: bytes, qos: int, mid: int) -> tuple[int, bytes]:
@@ -109,3 +110,27 @@ def test_sends_wait_for_flush_and_a_full_kernel_buffer_keeps_the_rest_in_order(
         conn.flush()
     assert conn.unsent == 0
     assert bytes(got) == expected
+
+
+async def test_a_message_is_acked_only_on_the_connection_it_came_on() -> None:
+    """After a reconnect a packet id may name another message (a broker that lost the session numbers
+    afresh): an ack for a message of the earlier connection must not go out on the new one."""
+    link = MqttLink(host="127.0.0.1", port=1, client_id="t", filters=[], loop=asyncio.get_running_loop())
+    sent: list[int] = []
+    link._client.ack = lambda mid, qos: sent.append(mid)  # type: ignore[method-assign,assignment,return-value]
+    link._connection = 1  # the first socket
+    link._receive("a/b", b"1", 7, 1)
+    (old,) = link.take(10)
+    link.connected.set()
+    link.ack(old)
+    assert sent == [7]
+    link._connection = 2  # reconnected: the broker numbers from 1 again
+    link._receive("a/b", b"2", 7, 1)
+    (new,) = link.take(10)
+    link.ack(old)  # the earlier message's ack: dropped, the broker delivers that one again
+    assert sent == [7]
+    link.ack(new)
+    assert sent == [7, 7]
+    link.connected.clear()
+    link.ack(new)  # and never while disconnected
+    assert sent == [7, 7]
