@@ -381,6 +381,8 @@ class EdgeAgent:
             asyncio.create_task(self._tick(stop), name="tick"),
             asyncio.create_task(self._follow_rules(stop), name="rules"),
         ]
+        for task in tasks:
+            task.add_done_callback(_log_fault)  # a task that fails says so when it does, not at shutdown
         await self.mqtt.connected.wait()
         self.metrics.mqtt_connected.set(1)
         log.info(
@@ -397,12 +399,11 @@ class EdgeAgent:
     async def _shutdown(self, tasks: list[asyncio.Task[None]]) -> None:
         """Stop taking input, let the uplink flush what Kafka will take, keep the rest spooled."""
         assert self.mqtt is not None
-        done, pending = await asyncio.wait(tasks, timeout=15)
+        _, pending = await asyncio.wait(tasks, timeout=15)
         for task in pending:
             task.cancel()
-        for task in done:
-            if task.exception() is not None:
-                log.error("task failed", extra={"task": task.get_name(), "error": repr(task.exception())})
+        if pending:  # let their `finally` blocks run (ingest hands its last batch to the spool) before close
+            await asyncio.wait(pending, timeout=5)
         self.mqtt.stop()
         self._save_engine()
         left = self.spool.stats()

@@ -3,6 +3,7 @@ dead-lettered with the fault, and the next events are applied as usual (no broke
 
 from __future__ import annotations
 
+import asyncio
 import textwrap
 from pathlib import Path
 from typing import Any
@@ -104,3 +105,22 @@ async def test_a_failing_spool_write_is_retried_and_nothing_is_acked_before_it_h
         assert await agent._append_durably(records) is False
     finally:
         agent.spool.close()
+
+
+async def test_a_failing_agent_task_is_logged_when_it_fails(caplog: pytest.LogCaptureFixture) -> None:
+    from edge_agent.agent import _log_fault
+
+    async def broken() -> None:
+        raise RuntimeError("uplink bug")
+
+    async def fine() -> None:
+        return None
+
+    for coro, name in ((broken(), "uplink"), (fine(), "tick")):
+        task = asyncio.create_task(coro, name=name)
+        task.add_done_callback(_log_fault)
+        await asyncio.wait([task])
+    await asyncio.sleep(0)  # done callbacks run on the next loop iteration
+    errors = [r for r in caplog.records if r.levelname == "ERROR"]
+    assert [r.getMessage() for r in errors] == ["uplink stopped"]
+    assert errors[0].exc_info is not None and "uplink bug" in str(errors[0].exc_info[1])
