@@ -30,7 +30,7 @@ def _median_rate(n: int, runs_ns: Sequence[int]) -> tuple[float, list[float]]:
     return statistics.median(rates), [round(r, 1) for r in rates]
 
 
-def measure_baseline(events: Sequence[SensorEvent], repeats: int) -> dict[str, Any]:
+def measure_baseline(events: Sequence[object], repeats: int) -> dict[str, Any]:
     """The floor of Python per-event overhead: iterate the prebuilt events and call a no-op."""
     runs: list[int] = []
     noop = _noop

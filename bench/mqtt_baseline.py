@@ -55,7 +55,7 @@ class Client:
     paho's in-flight limit is off by default (`max_inflight=0`): with a limit, paho 2.2 walks every
     unacknowledged message on each PUBACK (O(in flight) per ack, which capped a flood at ~3k msg/s on one
     core) and can leave messages it queued at the limit unsent for good when another thread publishes.
-    `flood` bounds what is in flight itself, far below the 65,535 packet ids."""
+    Floods go through `SocketPublisher.flood`, which bounds what is in flight itself."""
 
     def __init__(
         self,
@@ -68,7 +68,6 @@ class Client:
         max_inflight: int = 0,
     ) -> None:
         self.acked = 0
-        self._max_inflight = max_inflight
         self._on_message = on_message
         self._subscribed = threading.Event()
         self._connected = threading.Event()
@@ -99,33 +98,6 @@ class Client:
 
     def publish(self, topic: str, payload: bytes) -> None:
         self.paho.publish(topic, payload, qos=1)
-
-    def flood(
-        self, messages: Sequence[tuple[str, bytes]], window: int = 4000, timeout_s: float = 300
-    ) -> float:
-        """Publish `messages` as fast as the broker acknowledges them, at most `window` unacknowledged;
-        returns the seconds until the last PUBACK."""
-        if 0 < self._max_inflight <= window:
-            raise ValueError(f"window {window} must stay below max_inflight {self._max_inflight}")
-        base = self.acked
-        t0 = time.perf_counter()
-        deadline = time.monotonic() + timeout_s
-        publish, sleep = self.paho.publish, time.sleep
-        for sent, (topic, payload) in enumerate(messages):
-            while sent - (self.acked - base) >= window:
-                if time.monotonic() > deadline:
-                    raise TimeoutError(
-                        f"{self.acked - base} of {sent} publishes acknowledged in {timeout_s:.0f} s"
-                    )
-                sleep(0.0002)
-            publish(topic, payload, qos=1)
-        if not wait_for(
-            lambda: self.acked - base >= len(messages), max(0.0, deadline - time.monotonic()), 0.002
-        ):
-            raise TimeoutError(
-                f"{self.acked - base} of {len(messages)} publishes acknowledged in {timeout_s:.0f} s"
-            )
-        return time.perf_counter() - t0
 
     def close(self) -> None:
         self.paho.disconnect()

@@ -12,7 +12,6 @@ from __future__ import annotations
 import json
 import os
 import platform
-import statistics
 import subprocess
 import sys
 import time
@@ -20,6 +19,8 @@ from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
+
+from bench.measure import measure_baseline
 
 Row = tuple[str, str, str, bool | None]  # metric, value, target ("—" for none), ok
 
@@ -59,23 +60,12 @@ def machine_info() -> dict[str, Any]:
     }
 
 
-def _noop(x: object) -> None:
-    return None
-
-
 def python_speed(calls: int = 300_000, repeats: int = 5) -> float:
-    """This machine's speed right now: calls per second of a no-op in a Python loop (median of `repeats`).
-    The VMs these benchmarks run on drift by tens of percent within a day; reports carry this number so
-    that runs can be compared (34 M/s on a normal day of the project's bench machine)."""
-    items = list(range(calls))
-    noop = _noop
-    rates = []
-    for _ in range(repeats):
-        t0 = time.perf_counter_ns()
-        for item in items:
-            noop(item)
-        rates.append(calls / ((time.perf_counter_ns() - t0) / 1e9))
-    return round(statistics.median(rates), -3)
+    """This machine's speed right now: calls per second of a no-op in a Python loop (the engine bench's
+    raw baseline, median of `repeats`). The VMs these benchmarks run on drift by tens of percent within a
+    day; reports carry this number so that runs can be compared (34 M/s on a normal day of the project's
+    bench machine)."""
+    return float(round(measure_baseline(list(range(calls)), repeats)["events_per_s"], -3))
 
 
 def git_state(*paths: str) -> dict[str, Any]:

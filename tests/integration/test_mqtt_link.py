@@ -4,8 +4,10 @@ dropping the link (a second client with the same id) does not make it reconnect 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 import uuid
+from collections.abc import AsyncIterator
 
 import paho.mqtt.client as mqtt
 import pytest
@@ -27,16 +29,15 @@ def link(address: tuple[str, int], client_id: str, filters: list[str]) -> MqttLi
     )
 
 
-async def test_messages_in_order_and_acked_ones_are_not_delivered_again(
-    mqtt_address: tuple[str, int],
-) -> None:
+@contextlib.asynccontextmanager
+async def subscribed(address: tuple[str, int]) -> AsyncIterator[tuple[str, MqttLink, mqtt.Client]]:
+    """(topic root, a started link subscribed to it, a sensor client publishing to the broker)."""
     root = f"lk-{uuid.uuid4().hex[:8]}"
-    client_id = f"{root}-agent"
-    first = link(mqtt_address, client_id, [f"{root}/#"])
+    first = link(address, f"{root}-agent", [f"{root}/#"])
     first.start()
     await asyncio.wait_for(first.connected.wait(), 10)
     sensor = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=f"{root}-sensor")
-    sensor.connect(*mqtt_address)
+    sensor.connect(*address)
     sensor.loop_start()
     try:
         # The subscription is in place once a probe gets through.
@@ -45,9 +46,24 @@ async def test_messages_in_order_and_acked_ones_are_not_delivered_again(
             assert time.monotonic() < deadline, "the link's subscription never took effect"
             sensor.publish(f"{root}/probe", b"-1", qos=0)
             await first.wait_messages(0.2)
-        infos = [sensor.publish(f"{root}/t", str(i).encode(), qos=1) for i in range(3000)]
-        for info in infos:
-            await asyncio.to_thread(info.wait_for_publish, 10)
+        yield root, first, sensor
+    finally:
+        sensor.loop_stop()
+        sensor.disconnect()
+
+
+async def publish_all(sensor: mqtt.Client, topic: str, n: int) -> None:
+    """Publish the numbers 0..n-1 at QoS 1 and wait until the broker has taken each."""
+    infos = [sensor.publish(topic, str(i).encode(), qos=1) for i in range(n)]
+    for info in infos:
+        await asyncio.to_thread(info.wait_for_publish, 10)
+
+
+async def test_messages_in_order_and_acked_ones_are_not_delivered_again(
+    mqtt_address: tuple[str, int],
+) -> None:
+    async with subscribed(mqtt_address) as (root, first, sensor):
+        await publish_all(sensor, f"{root}/t", 3000)
         got: list[int] = []
         deadline = time.monotonic() + 20
         while len(got) < 3000 and time.monotonic() < deadline:
@@ -58,7 +74,7 @@ async def test_messages_in_order_and_acked_ones_are_not_delivered_again(
                     first.ack(message)  # the last 1,000 stay unacknowledged
         assert got == list(range(3000))
         first.stop()  # the acks queued so far go out ahead of its DISCONNECT
-        again = link(mqtt_address, client_id, [f"{root}/#"])  # same persistent session
+        again = link(mqtt_address, f"{root}-agent", [f"{root}/#"])  # same persistent session
         again.start()
         redelivered: list[int] = []
         deadline = time.monotonic() + 20
@@ -69,9 +85,6 @@ async def test_messages_in_order_and_acked_ones_are_not_delivered_again(
                 again.ack(message)
         assert sorted(redelivered) == list(range(2000, 3000))  # exactly the unacknowledged ones
         again.stop()
-    finally:
-        sensor.loop_stop()
-        sensor.disconnect()
 
 
 async def test_a_link_dropped_again_and_again_backs_off(mqtt_address: tuple[str, int]) -> None:
@@ -92,26 +105,11 @@ async def test_a_link_dropped_again_and_again_backs_off(mqtt_address: tuple[str,
 async def test_a_backlog_larger_than_the_inbox_is_read_as_ingest_takes_it(
     mqtt_address: tuple[str, int],
 ) -> None:
-    root = f"lk-{uuid.uuid4().hex[:8]}"
-    client_id = f"{root}-agent"
-    first = link(mqtt_address, client_id, [f"{root}/#"])
-    first.start()
-    await asyncio.wait_for(first.connected.wait(), 10)
-    sensor = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=f"{root}-sensor")
-    sensor.connect(*mqtt_address)
-    sensor.loop_start()
-    try:
-        deadline = time.monotonic() + 10
-        while not first.take(1000):  # the subscription is in place once a probe gets through
-            assert time.monotonic() < deadline, "the link's subscription never took effect"
-            sensor.publish(f"{root}/probe", b"-1", qos=0)
-            await first.wait_messages(0.2)
+    async with subscribed(mqtt_address) as (root, first, sensor):
         first.stop()
         n = 3 * INBOX_HIGH
-        infos = [sensor.publish(f"{root}/t", str(i).encode(), qos=1) for i in range(n)]
-        for info in infos:  # queued by the broker for the offline persistent session
-            await asyncio.to_thread(info.wait_for_publish, 10)
-        again = link(mqtt_address, client_id, [f"{root}/#"])
+        await publish_all(sensor, f"{root}/t", n)  # queued by the broker for the offline persistent session
+        again = link(mqtt_address, f"{root}-agent", [f"{root}/#"])
         again.start()
         got: list[int] = []
         most = 0
@@ -126,6 +124,3 @@ async def test_a_backlog_larger_than_the_inbox_is_read_as_ingest_takes_it(
         again.stop()
         assert got == list(range(n))
         assert INBOX_HIGH // 2 <= most <= INBOX_HIGH + 2  # the link filled up to the mark, and no further
-    finally:
-        sensor.loop_stop()
-        sensor.disconnect()
