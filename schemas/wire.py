@@ -25,6 +25,17 @@ LARGE_PAYLOAD_BYTES: Final = 512 * 1024
 escaping can grow that up to six times (a control character becomes `\\u00XX`)."""
 
 
+_join = b"".join
+
+
+def _trimmed(data: bytes) -> bytes:
+    """`data` in a bytes object of its own size. orjson (3.12 and later) returns its whole working buffer,
+    4 KiB at least, whatever the document's length: an agent holding a few thousand encoded events (its
+    spool pipeline, batches on their way to Kafka) kept 4 KiB for each 200-byte event. The copy costs about
+    0.25 µs."""
+    return _join((data, b""))
+
+
 def _byte_size(data: bytes | bytearray | memoryview | str, limit: int) -> int:
     """The UTF-8 size of `data` in bytes, computed exactly only when it could exceed `limit`."""
     if not isinstance(data, str):
@@ -180,7 +191,7 @@ class WireModel(BaseModel):
         """
         try:
             # The fields are plain JSON values (no nested models), so __dict__ needs no model_dump.
-            data = orjson.dumps(self.__dict__)
+            data = _trimmed(orjson.dumps(self.__dict__))
         except orjson.JSONEncodeError as exc:
             raise SchemaError.at("payload", f"cannot be encoded as JSON: {exc}") from None
         if len(data) > self.max_payload_bytes:

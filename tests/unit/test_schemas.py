@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import pickle
+import sys
+import tracemalloc
 from collections import OrderedDict
 from datetime import UTC, datetime
 from typing import Any
@@ -72,6 +74,21 @@ def test_to_json_round_trips_compact_orjson() -> None:
     assert b" " not in data
     assert orjson.loads(data)["ts"] == EPOCH
     assert SensorEvent.from_json(data) == event
+
+
+def test_to_json_holds_no_more_memory_than_its_bytes() -> None:
+    """orjson ≥ 3.12 hands back its 4 KiB working buffer with every document; an agent keeps thousands of
+    encoded events in flight, so to_json's result must own only its own bytes."""
+    event = SensorEvent.from_dict(reading())
+    tracemalloc.start()
+    try:
+        before = tracemalloc.get_traced_memory()[0]
+        kept = [event.to_json() for _ in range(1000)]
+        held = tracemalloc.get_traced_memory()[0] - before
+    finally:
+        tracemalloc.stop()
+    per_document = held / len(kept)
+    assert per_document < sys.getsizeof(kept[0]) + 64, f"{per_document:.0f} bytes held per {len(kept[0])}-byte document"
 
 
 def test_event_is_frozen() -> None:
