@@ -33,6 +33,7 @@ from reflexes.engine import Output
 from reflexes.loader import load_rules_sources
 from reflexes.recent import RecentIds
 from reflexes.store import State
+from reflexes.windows import jsonable
 from schemas import Command, SensorEvent
 from schemas.credentials import aiokafka_options
 from schemas.routing import Routing
@@ -469,7 +470,7 @@ def write_snapshot(engine: Engine, path: Path) -> None:
     tmp = path.with_suffix(".tmp")
     with tmp.open("wb") as f:
         for key, state in engine.store.items():
-            f.write(orjson.dumps([key, state]))
+            f.write(orjson.dumps([key, state], default=jsonable))
             f.write(b"\n")
     os.replace(tmp, path)  # atomic: a crash leaves the old or the new snapshot whole
 

@@ -31,7 +31,7 @@ from reflexes.model import (
 )
 from reflexes.patterns import Evaluator, Hit, evaluator_for
 from reflexes.store import META_KEY, MemoryStore, State, Store
-from reflexes.windows import take_values
+from reflexes.windows import compact, jsonable, take_values
 from schemas import Alert, Command
 
 Output = Alert | Command
@@ -202,7 +202,7 @@ class Engine:
     def snapshot(self) -> bytes:
         """All state (clock and every group) as JSON bytes."""
         self.checkpoint()
-        return orjson.dumps(dict(self.store.items()), option=orjson.OPT_SORT_KEYS)
+        return orjson.dumps(dict(self.store.items()), default=jsonable, option=orjson.OPT_SORT_KEYS)
 
     @classmethod
     def restore(
@@ -474,6 +474,8 @@ class Engine:
         self._alert_keys: dict[str, str] = {}
         for key, state in list(self.store.items()):
             if key[0] == "~":
+                if not self._changelog:  # a window kept in memory (read back from JSON: lists) made compact
+                    compact(state)
                 continue
             plan = self._plans.get(key.split("|", 1)[0])
             if plan is None:

@@ -3,7 +3,9 @@
 The brain backs the same interface with Faust tables (changelogged RocksDB); the edge uses `MemoryStore`.
 Keys are `"<reflex id>|<group>"` for reflex state, `"~<family>|<sensor or group>"` for the value windows
 that reflexes reading the same readings share (aggregates.Family) and `META_KEY` for the engine's clock.
-Values contain only dicts, lists, str, float, int, bool and None, so any store can serialise them as JSON.
+Values contain only dicts, lists, str, float, int, bool and None, and the `Floats` of value windows (arrays
+of doubles that serialise as JSON lists: `windows.jsonable` as orjson's `default=`, `__json__` for Faust),
+so any store can serialise them as JSON.
 """
 
 from __future__ import annotations

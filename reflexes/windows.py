@@ -15,21 +15,61 @@ itself is taken exactly rounded over the span's readings (`math.fsum`), so it do
 order readings arrived in: tests decided by the bounds never reach it.
 
 All are JSON-able dicts (the engine's state), read and written in place by the functions below (no view
-objects). Inserting an event id that is already there at the same time changes nothing, so applying an
+objects). A value window's times and values are `Floats` (array('d'): 8 bytes a reading instead of a list
+slot and a float object, 32), which JSON encoders take through `jsonable` (orjson's `default`) or
+`__json__` (Faust's); read back from JSON they are lists, which every function here takes as well, and
+`compact` turns them back into Floats. Inserting an event id that is already there at the same time changes nothing, so applying an
 event twice is harmless.
 """
 
 from __future__ import annotations
 
 import math
+from array import array
 from bisect import bisect_left, bisect_right
+from collections.abc import Iterable
 from fractions import Fraction
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
 
 BLOCK = 64
 MAX_ENTRIES = 4096  # per window; bounds memory per group whatever the event rate
 
 Window = dict[str, Any]
+
+
+if TYPE_CHECKING:
+    _Doubles = array[float]
+else:
+    _Doubles = array  # not subscriptable at run time
+
+
+class Floats(_Doubles):
+    """A list of floats as C doubles, for the times and values of value windows: a window of the edge's
+    30 s room averages at thousands of readings per second holds hundreds of thousands of them."""
+
+    __slots__ = ()
+
+    def __new__(cls, values: Iterable[float] = ()) -> Floats:
+        return cast("Floats", super().__new__(cls, "d", values))
+
+    def __json__(self) -> list[float]:
+        """Faust's JSON encoder (the brain's state tables) asks for this."""
+        return self.tolist()
+
+
+def jsonable(obj: object) -> list[float]:
+    """orjson's `default=` for engine state: a Floats as the JSON list it stands for."""
+    if isinstance(obj, array):
+        return obj.tolist()
+    raise TypeError(f"{type(obj).__name__} is not JSON-able engine state")
+
+
+def compact(w: Window) -> None:
+    """Make a value window read back from JSON (lists) as compact as one built here (Floats)."""
+    for key in ("t", "v"):
+        values = w.get(key)
+        if type(values) is list:
+            w[key] = Floats(values)
 
 
 def position(t: list[float], ids: list[str], ts: float, event_id: str) -> int:
@@ -94,7 +134,7 @@ def evict_matches(w: Window, horizon: float) -> None:
 # ---------------------------------------------------------------- value windows
 def value_window() -> Window:
     """An empty value window (its blocks come once it holds more than 2 × BLOCK readings)."""
-    return {"t": [], "i": [], "v": []}
+    return {"t": Floats(), "i": [], "v": Floats()}
 
 
 VALUE_KEYS = ("t", "i", "v", "vl", "vh", "vs", "bt", "bn", "bs", "bl", "bh")
@@ -249,7 +289,7 @@ def evict_values(w: Window, horizon: float) -> None:
         return
     if t[-1] < horizon:
         for key in ("t", "i", "v"):
-            w[key].clear()
+            del w[key][:]
         for key in ("bt", "bn", "bs", "bl", "bh", "vl", "vh", "vs"):
             w.pop(key, None)
         return

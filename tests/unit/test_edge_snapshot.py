@@ -6,6 +6,7 @@ from pathlib import Path
 
 from edge_agent.agent import read_snapshot, write_snapshot
 from reflexes import Engine, MemoryStore, load_rules_text
+from reflexes.windows import Floats
 from schemas import SensorEvent
 
 RULES = """\
@@ -47,3 +48,15 @@ def test_a_snapshot_of_an_older_agent_still_restores(tmp_path: Path) -> None:
     path.write_bytes(engine.snapshot())  # what agents wrote before: one JSON object
     restored = Engine(load_rules_text(RULES), MemoryStore(read_snapshot(path)), tier="edge")
     assert restored.snapshot() == engine.snapshot()
+
+
+def test_restored_windows_are_compact_again(tmp_path: Path) -> None:
+    """A snapshot holds windows as JSON lists; the restored engine keeps them as arrays of doubles, like
+    the windows it builds itself, or a restart would cost the agent 48 more bytes per reading held."""
+    engine = busy_engine()
+    path = tmp_path / "engine.snapshot.json"
+    write_snapshot(engine, path)
+    restored = Engine(load_rules_text(RULES), MemoryStore(read_snapshot(path)), tier="edge")
+    windows = [state for key, state in restored.store.items() if key.startswith("~") and "t" in state]
+    assert windows and sum(len(w["t"]) for w in windows) > 0
+    assert all(isinstance(w["t"], Floats) and isinstance(w["v"], Floats) for w in windows)

@@ -88,7 +88,9 @@ def test_to_json_holds_no_more_memory_than_its_bytes() -> None:
     finally:
         tracemalloc.stop()
     per_document = held / len(kept)
-    assert per_document < sys.getsizeof(kept[0]) + 64, f"{per_document:.0f} bytes held per {len(kept[0])}-byte document"
+    assert per_document < sys.getsizeof(kept[0]) + 64, (
+        f"{per_document:.0f} bytes held per {len(kept[0])}-byte document"
+    )
 
 
 def test_event_is_frozen() -> None:
