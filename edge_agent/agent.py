@@ -80,6 +80,8 @@ class EdgeAgent:
         self._building_keys: dict[str, bytes] = {}
         self._accepted = 0  # events applied since the counter was last brought up to date
         self._stopping = False  # ingest has ended: the spool writer gives up on a failing disk
+        self._stop: asyncio.Event | None = None  # run()'s
+        self.failed: str | None = None  # the name of the task whose failure stopped the agent
 
     # ------------------------------------------------------------ engine state across restarts
     def _restore_engine(self, rules: RuleSet) -> Engine:
@@ -207,7 +209,7 @@ class EdgeAgent:
         assert mqtt is not None
         pipe = _SpoolPipe()
         writer = asyncio.create_task(self._spool_writer(pipe), name="spool-writer")
-        writer.add_done_callback(_log_fault)
+        writer.add_done_callback(self._watch)
         try:
             while not stop.is_set() and not writer.done():
                 await mqtt.wait_messages(TICK_S)
@@ -349,6 +351,9 @@ class EdgeAgent:
 
     # ------------------------------------------------------------ lifecycle
     async def run(self, stop: asyncio.Event, ready: asyncio.Event | None = None) -> None:
+        """Run until `stop` is set, or until one of the agent's tasks fails: then `failed` names it, and
+        the agent shuts down as on SIGTERM (the spool and the MQTT session keep what is not done)."""
+        self._stop = stop
         cfg = self.config
         loop = asyncio.get_running_loop()
         filters = [TopicTemplate.parse(s.topic).filter for s in cfg.mqtt.subscriptions]
@@ -383,7 +388,7 @@ class EdgeAgent:
             asyncio.create_task(self._follow_rules(stop), name="rules"),
         ]
         for task in tasks:
-            task.add_done_callback(_log_fault)  # a task that fails says so when it does, not at shutdown
+            task.add_done_callback(self._watch)
         await self.mqtt.connected.wait()
         self.metrics.mqtt_connected.set(1)
         log.info(
@@ -413,10 +418,24 @@ class EdgeAgent:
             "edge agent stopped", extra={"spooled_urgent": left.urgent, "spooled_telemetry": left.telemetry}
         )
 
-
-def _log_fault(task: asyncio.Task[None]) -> None:
-    if not task.cancelled() and task.exception() is not None:
-        log.error("%s stopped", task.get_name(), exc_info=task.exception())
+    def _watch(self, task: asyncio.Task[None]) -> None:
+        """A task's done-callback: a task that fails stops the whole agent, at once and with the fault
+        logged. Running on without its uplink, spool writer or clock, an agent would look alive to its
+        supervisor while it forwards nothing; stopped, it exits with status 1 and is restarted
+        (`Restart=on-failure`, `restart: unless-stopped`), and nothing is lost: what was not spooled is
+        still unacked in the MQTT session, what was spooled is still in the spool."""
+        if task.cancelled() or task.exception() is None:
+            return
+        log.error(
+            "%s failed; the agent stops",
+            task.get_name(),
+            exc_info=task.exception(),
+            extra={"task": task.get_name()},
+        )
+        if self.failed is None:
+            self.failed = task.get_name()
+        if self._stop is not None:
+            self._stop.set()
 
 
 class _SpoolPipe:

@@ -51,8 +51,9 @@ async def _serve(config_path: Path) -> int:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
-    await EdgeAgent(config, rules, routing).run(stop)
-    return 0
+    agent = EdgeAgent(config, rules, routing)
+    await agent.run(stop)
+    return 0 if agent.failed is None else 1  # a task failed: exit so that the supervisor restarts the agent
 
 
 def run_command(args: argparse.Namespace) -> int:

@@ -3,6 +3,7 @@ kill -9, and a Mosquitto restart."""
 
 from __future__ import annotations
 
+import asyncio
 import subprocess
 import sys
 import time
@@ -341,3 +342,23 @@ def test_an_edge_rule_naming_an_unknown_department_is_refused_at_start(gateway: 
     assert done.returncode == 2, done.stderr
     assert "departments.yaml: reflex " in done.stderr
     assert "unknown department 'building'; did you mean 'buildings'?" in done.stderr
+
+
+async def test_an_agent_whose_uplink_fails_stops_and_exits_1_for_its_supervisor(
+    gateway: Gateway, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """No half-alive agent: a task that fails (here the uplink) stops the agent as SIGTERM would, and
+    `nerve edge run` exits with status 1 so that systemd or Docker restarts it."""
+    from edge_agent.uplink import Uplink
+    from nerve_cli.edge_cmd import _serve
+
+    async def broken(self: Uplink, stop: object) -> None:
+        raise RuntimeError("uplink bug")
+
+    monkeypatch.setattr(Uplink, "run", broken)
+    caplog.set_level("INFO", logger="nerve.edge")
+    status = await asyncio.wait_for(_serve(gateway.tmp / "gateway.yaml"), 60)
+    assert status == 1
+    messages = [r.getMessage() for r in caplog.records]
+    assert "uplink failed; the agent stops" in messages
+    assert messages.index("uplink failed; the agent stops") < messages.index("edge agent stopped")

@@ -107,8 +107,12 @@ async def test_a_failing_spool_write_is_retried_and_nothing_is_acked_before_it_h
         agent.spool.close()
 
 
-async def test_a_failing_agent_task_is_logged_when_it_fails(caplog: pytest.LogCaptureFixture) -> None:
-    from edge_agent.agent import _log_fault
+async def test_a_failing_agent_task_stops_the_agent_and_is_logged_when_it_fails(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    config = make_config(spool={"path": str(tmp_path / "spool")}, metrics_port=0)
+    agent = EdgeAgent(config, load_rules_text(RULES))
+    stop = agent._stop = asyncio.Event()
 
     async def broken() -> None:
         raise RuntimeError("uplink bug")
@@ -116,11 +120,20 @@ async def test_a_failing_agent_task_is_logged_when_it_fails(caplog: pytest.LogCa
     async def fine() -> None:
         return None
 
-    for coro, name in ((broken(), "uplink"), (fine(), "tick")):
-        task = asyncio.create_task(coro, name=name)
-        task.add_done_callback(_log_fault)
-        await asyncio.wait([task])
-    await asyncio.sleep(0)  # done callbacks run on the next loop iteration
+    try:
+        for coro, name in ((fine(), "tick"), (broken(), "uplink"), (broken(), "downlink")):
+            task = asyncio.create_task(coro, name=name)
+            task.add_done_callback(agent._watch)
+            await asyncio.wait([task])
+            await asyncio.sleep(0)  # done callbacks run on the next loop iteration
+            if name == "tick":
+                assert not stop.is_set()  # a task that ends normally stops nothing
+    finally:
+        agent.spool.close()
+    assert stop.is_set() and agent.failed == "uplink"  # the first failure is the one reported
     errors = [r for r in caplog.records if r.levelname == "ERROR"]
-    assert [r.getMessage() for r in errors] == ["uplink stopped"]
+    assert [r.getMessage() for r in errors] == [
+        "uplink failed; the agent stops",
+        "downlink failed; the agent stops",
+    ]
     assert errors[0].exc_info is not None and "uplink bug" in str(errors[0].exc_info[1])
