@@ -33,7 +33,7 @@ from reflexes.engine import Output
 from reflexes.loader import load_rules_sources
 from reflexes.recent import RecentIds
 from reflexes.store import State
-from reflexes.windows import jsonable
+from reflexes.windows import compact, jsonable
 from schemas import Command, SensorEvent
 from schemas.credentials import aiokafka_options
 from schemas.routing import Routing
@@ -502,7 +502,13 @@ def read_snapshot(path: Path) -> dict[str, State]:
             data: dict[str, State] = orjson.loads(f.read())
             return data
         f.seek(0)
-        return dict(map(orjson.loads, f))
+        state: dict[str, State] = {}
+        for line in f:
+            key, group = orjson.loads(line)
+            if key[0] == "~":
+                compact(group)  # window by window, not all of them as lists first (the engine would later)
+            state[key] = group
+        return state
 
 
 def _building_key(site: str) -> bytes:
