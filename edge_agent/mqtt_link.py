@@ -9,9 +9,10 @@ acks that follow them never cross a thread, and one burst of acks is one write: 
 project's bench machine, a paho subscriber drains about 45 % more messages per CPU-second this way than
 with `loop_start()`, whose every ack from another thread also wakes the network thread.
 
-The broker connection is wrapped in `BufferedConnection`: paho reads a packet's fixed header one byte per
-`recv` call, three system calls for each small message, which a user-space buffer turns into one for a
-whole burst; paho's sends of one burst are likewise joined into one.
+The broker connection is wrapped in `BufferedConnection`: one `recv` serves a whole burst, and paho's sends
+of one burst are joined into one. The PUBLISH packets of a burst (QoS 0 and 1, the agent's input) are
+parsed straight from that buffer into the inbox; paho's reader, which takes 14 µs a packet, reads only the
+rest (CONNACK, SUBACK, PINGRESP, the acks of our own publishes, anything unusual).
 """
 
 from __future__ import annotations
@@ -157,6 +158,78 @@ class BufferedConnection:
                 continue
 
     # ---- what the link calls
+    def fill(self) -> bool:
+        """Receive what the socket has, after what is still unread; False at the end of the stream.
+        Raises what the socket raises (BlockingIOError, ssl.SSLWantReadError when there is nothing)."""
+        data = self._sock.recv(RECV_CHUNK)
+        if not data:
+            return False
+        if self._quickack is not None:
+            self._sock.setsockopt(socket.IPPROTO_TCP, self._quickack, 1)
+        pos = self._in_pos
+        self._in = self._in[pos:] + data if pos < len(self._in) else data
+        self._in_pos = 0
+        return True
+
+    def take_publishes(self, inbox: deque[Inbound], connection: int, limit: int) -> int:
+        """Move up to `limit` whole MQTT 3.1.1 PUBLISH packets at QoS 0 or 1 from the front of the receive
+        buffer into `inbox`, parsing them here: paho's reader costs about 14 µs a packet (a `recv` call
+        per header byte, a dict per packet, two lock round trips), a quarter of an event's whole cost.
+
+        Returns why it stopped: TOOK_LIMIT, NEEDS_BYTES (the buffer is empty or ends inside a packet), or
+        FOR_PAHO (the next packet is another kind, QoS 2, or malformed: paho's own reader takes it)."""
+        buf, pos = self._in, self._in_pos
+        n = len(buf)
+        taken = 0
+        try:
+            while taken < limit:
+                if pos + 2 > n:
+                    return NEEDS_BYTES
+                header = buf[pos]
+                masked = header & 0xF6  # the type and QoS bits, without DUP and RETAIN
+                if masked != 0x30 and masked != 0x32:
+                    return FOR_PAHO
+                length = buf[pos + 1]
+                i = pos + 2
+                if length & 0x80:  # a remaining length of more than one byte
+                    length &= 0x7F
+                    shift = 7
+                    while True:
+                        if i >= n:
+                            return NEEDS_BYTES
+                        byte = buf[i]
+                        i += 1
+                        length |= (byte & 0x7F) << shift
+                        if not byte & 0x80:
+                            break
+                        shift += 7
+                        if shift > 21:
+                            return FOR_PAHO  # more than 4 bytes: paho refuses it
+                end = i + length
+                if end > n:
+                    return NEEDS_BYTES
+                topic_end = i + 2 + (buf[i] << 8 | buf[i + 1]) if i + 2 <= end else end + 1
+                start = topic_end + 2 if masked == 0x32 else topic_end
+                if topic_end == i + 2 or start > end:
+                    return FOR_PAHO  # empty topic, or a packet too short: paho says what is wrong
+                try:
+                    topic = buf[i + 2 : topic_end].decode()
+                except UnicodeDecodeError:
+                    return FOR_PAHO
+                if masked == 0x32:
+                    inbox.append(
+                        Inbound(
+                            topic, buf[start:end], buf[topic_end] << 8 | buf[topic_end + 1], 1, connection
+                        )
+                    )
+                else:
+                    inbox.append(Inbound(topic, buf[start:end], 0, 0, connection))
+                taken += 1
+                pos = end
+            return TOOK_LIMIT
+        finally:
+            self._in_pos = pos
+
     def flush(self) -> bool:
         """Send what paho queued; True when all of it is out, False when the kernel's buffer is full."""
         out = self._out
@@ -172,6 +245,8 @@ class BufferedConnection:
     def unsent(self) -> int:
         return len(self._out)
 
+
+TOOK_LIMIT, NEEDS_BYTES, FOR_PAHO = 0, 1, 2  # why BufferedConnection.take_publishes stopped
 
 Receiver = Callable[[str, bytes, int, int], None]
 """Called with (topic, payload, mid, qos) for each PUBLISH received at QoS 0 or 1."""
@@ -331,19 +406,54 @@ class MqttLink:
     def _readable(self) -> None:
         client = self._client
         inbox = self._inbox
-        client.loop_read()
         sock = client.socket()
-        # paho reads one packet per call here; the rest of the burst is already in our buffer (or in the SSL
-        # object), where the loop's poll cannot see it.
-        while isinstance(sock, BufferedConnection) and sock.pending() and len(inbox) < INBOX_HIGH:
-            if client.loop_read() != mqtt.MQTT_ERR_SUCCESS:
-                break
-            sock = client.socket()
+        if isinstance(sock, BufferedConnection):
+            before = len(inbox)
+            self._read_buffered(client, sock)
+            if len(inbox) > before:
+                self._wake.set()
+        else:
+            client.loop_read()
         if len(inbox) >= INBOX_HIGH and self._reader_fd is not None:
             # Back-pressure: the broker keeps the rest (in its queue for our persistent session) until
             # ingest has caught up, instead of this process holding a whole backlog in memory.
             self._loop.remove_reader(self._reader_fd)
             self._paused_fd, self._reader_fd = self._reader_fd, None
+
+    def _read_buffered(self, client: _Client, sock: BufferedConnection) -> None:
+        """Read until the socket has nothing more (or the inbox is full): PUBLISH packets are parsed by the
+        connection itself, straight into the inbox; any other packet (CONNACK, SUBACK, PINGRESP, the
+        PUBACKs of our publishes, anything unusual) and a packet paho has begun go through paho's reader."""
+        inbox = self._inbox
+        received = False
+        try:
+            while len(inbox) < INBOX_HIGH:
+                if client._in_packet["command"]:  # paho is inside a packet: it reads the rest itself
+                    if client.loop_read() != mqtt.MQTT_ERR_SUCCESS or client.socket() is not sock:
+                        return
+                    if client._in_packet["command"]:
+                        return  # still incomplete: the rest has not arrived
+                    continue
+                status = sock.take_publishes(inbox, self._connection, INBOX_HIGH - len(inbox))
+                if status == TOOK_LIMIT:
+                    return
+                if status == FOR_PAHO:
+                    if client.loop_read() != mqtt.MQTT_ERR_SUCCESS or client.socket() is not sock:
+                        return
+                    continue
+                try:
+                    more = sock.fill()
+                except (BlockingIOError, ssl.SSLWantReadError):
+                    return  # all read: the loop's poll says when there is more
+                except OSError:
+                    more = False
+                if not more:
+                    client.loop_read()  # paho's reader meets the end of the stream or the error, and reports it
+                    return
+                received = True
+        finally:
+            if received:
+                client._last_bytes_received = mqtt.time_func()  # paho's keepalive sees the broker alive
 
     def _resume(self) -> None:
         fd, self._paused_fd = self._paused_fd, None

@@ -9,7 +9,7 @@ import socket
 from collections.abc import Iterator
 
 import pytest
-from paho.mqtt.enums import CallbackAPIVersion
+from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode
 from paho.mqtt.exception import MalformedPacket
 
 from edge_agent.mqtt_link import BufferedConnection, MqttLink, _Client
@@ -134,3 +134,62 @@ async def test_a_message_is_acked_only_on_the_connection_it_came_on() -> None:
     link.connected.clear()
     link.ack(new)  # and never while disconnected
     assert sent == [7, 7]
+
+
+def wire(packet: tuple[int, bytes], flags: int = 0) -> bytes:
+    """A whole packet on the wire: fixed header (with DUP/RETAIN `flags`), remaining length, the rest."""
+    header, body = packet
+    n, length = len(body), bytearray()
+    while True:
+        n, digit = n >> 7, n & 0x7F
+        length.append(digit | (0x80 if n else 0))
+        if not n:
+            return bytes([header | flags]) + bytes(length) + body
+
+
+@pytest.mark.parametrize("chunk", [1, 2, 7, 64, 1 << 20])
+async def test_published_messages_are_read_whole_and_in_order_however_the_bytes_arrive(
+    pair: tuple[socket.socket, socket.socket], chunk: int
+) -> None:
+    """The link parses PUBLISH packets itself and leaves every other packet, or one paho has begun, to
+    paho's reader: whatever the split of the byte stream, each message comes out once, in order."""
+    ours, theirs = pair
+    link = MqttLink(host="127.0.0.1", port=1, client_id="t", filters=[], loop=asyncio.get_running_loop())
+    client = link._client
+    conn = BufferedConnection(ours)
+    client._sock = conn
+    link._connection = 3
+
+    def not_here() -> MQTTErrorCode:
+        raise AssertionError("a QoS 0/1 PUBLISH went through paho's reader")
+
+    client._handle_publish = not_here  # type: ignore[method-assign]
+    expected: list[tuple[str, bytes, int, int]] = []
+    stream = bytearray()
+    for i in range(40):
+        topic, payload = f"s/f{i}/r/t-{i}/temperature".encode(), b'{"value": %d}' % i
+        qos, flags = i % 2, (0x08 if i % 5 == 0 else 0) | (0x01 if i % 7 == 0 else 0)  # DUP, RETAIN
+        if i == 13:
+            payload = bytes(range(256)) * 300  # a 3-byte remaining length, more than one receive chunk
+        stream += wire(publish_packet(topic, payload, qos, 1000 + i), flags)
+        expected.append((topic.decode(), payload, 1000 + i if qos else 0, qos))
+        if i % 9 == 4:
+            stream += bytes([0xD0, 0x00])  # PINGRESP: paho's
+        if i % 11 == 6:
+            stream += bytes([0x90, 0x03, 0x00, 0x01, 0x01])  # SUBACK: paho's, and long enough to split
+    theirs.setblocking(False)
+    for at in range(0, len(stream), chunk):
+        part = memoryview(stream)[at : at + chunk]
+        while part:
+            try:
+                sent = theirs.send(part)
+            except BlockingIOError:
+                link._read_buffered(client, conn)
+                continue
+            part = part[sent:]
+        link._read_buffered(client, conn)
+    link._read_buffered(client, conn)
+    got = [(m.topic, m.payload, m.mid, m.qos) for m in link._inbox]
+    assert got == expected
+    assert {m.connection for m in link._inbox} == {3}
+    assert conn.pending() == 0 and client._in_packet["command"] == 0
