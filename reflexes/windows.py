@@ -64,11 +64,20 @@ def jsonable(obj: object) -> list[float]:
     raise TypeError(f"{type(obj).__name__} is not JSON-able engine state")
 
 
+EXACT = 2**53
+"""Integers up to this size are doubles exactly; a window given a larger one keeps its values in a list."""
+
+
+def _doubles(values: list[Any]) -> bool:
+    return all(type(x) is float or -EXACT <= x <= EXACT for x in values)
+
+
 def compact(w: Window) -> None:
-    """Make a value window read back from JSON (lists) as compact as one built here (Floats)."""
+    """Make a value window read back from JSON (lists) as compact as one built here (Floats), unless it
+    holds integers beyond EXACT."""
     for key in ("t", "v"):
         values = w.get(key)
-        if type(values) is list:
+        if type(values) is list and _doubles(values):
             w[key] = Floats(values)
 
 
@@ -150,6 +159,13 @@ def take_values(state: dict[str, Any]) -> Window | None:
 def insert_value(w: Window, ts: float, value: float, event_id: str) -> int:
     """Add a reading; its index, or -1 when this event is already in the window (or was dropped at once
     because the window is full of newer readings)."""
+    if type(value) is int and not -EXACT <= value <= EXACT and type(w["v"]) is not list:
+        # A double would round it: from now on the values are a list, whole ones as ints, so that min,
+        # max, rise and fall see it exactly, also against the readings before it (2**53 + 1 - 2**53.0 is 0).
+        w["v"] = [int(x) if x.is_integer() else x for x in w["v"]]
+        if "bn" in w:
+            _build_blocks(w)  # block minima and maxima likewise
+        _bound(w)
     t: list[float] = w["t"]
     blocks = "bn" in w
     if t and ts <= t[-1]:

@@ -28,6 +28,7 @@ from reflexes.windows import (
     span_sum,
     value_window,
 )
+from tests.unit.reflex_kit import alerts, engine, ev, run
 
 op = st.one_of(
     st.tuples(st.just("insert"), st.integers(0, 2000), st.integers(-100, 100)),  # ts in 0.5 s steps
@@ -213,3 +214,37 @@ def test_faust_encodes_a_window_as_the_json_lists_it_stands_for() -> None:
     assert orjson.loads(faust_json.dumps({"w": w})) == {
         "w": {"t": [0.5, 1.0], "i": ["b", "a"], "v": [3.0, 2.5], "vl": 2.5, "vh": 3.0, "vs": 5.5}
     }
+
+
+def test_integers_beyond_what_a_double_holds_stay_exact() -> None:
+    """Readings may be 64-bit integers (a counter); past 2**53 a double would round them, and 2**53 + 1
+    would be no rise over 2**53, nor above it."""
+    rules = """
+- id: counter-step
+  tier: edge
+  when: {kind: counter, rise: ">= 1"}
+  within: 10m
+  then: [{alert: {to: [ops]}}]
+- id: counter-max
+  tier: edge
+  when: {kind: counter, max: "> 9007199254740992"}
+  within: 10m
+  then: [{alert: {to: [ops]}}]
+"""
+    e = engine(rules)
+    out = run(e, ev("counter", 2**53, 0), ev("counter", 2**53 + 1, 1))
+    assert sorted(a.reflex for a in alerts(out)) == ["counter-max", "counter-step"]
+    w = value_window()
+    insert_value(w, 0.0, 2**53, "a")
+    insert_value(w, 1.0, 2**53 + 1, "b")
+    assert span_max(w, 0, 2) == 2**53 + 1
+    again = orjson.loads(orjson.dumps(w, default=jsonable))
+    compact(again)
+    assert span_max(again, 0, 2) == 2**53 + 1 and isinstance(again["t"], Floats)
+    blocked = value_window()
+    for k in range(3 * BLOCK):  # block summaries built from doubles
+        insert_value(blocked, float(k), k + 1, f"e{k}")
+    insert_value(blocked, 1000.0, 2**60 + 1, "big")
+    n = len(blocked["t"])
+    assert span_max(blocked, 0, n) - span_min(blocked, 0, n) == 2**60  # exactly
+    assert blocked["vh"] - blocked["vl"] == 2**60 and max(blocked["bh"]) == 2**60 + 1
