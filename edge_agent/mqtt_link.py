@@ -40,12 +40,16 @@ log = logging.getLogger("nerve.edge.mqtt")
 _TCP_QUICKACK: int | None = getattr(socket, "TCP_QUICKACK", None)
 
 INBOX_HIGH = 2048
-"""Received messages waiting for ingest beyond which the link stops reading until half are taken: on a
-reconnect Mosquitto sends a persistent session's whole queue at once (50,000 held messages were 46,000
-objects in this process at the peak), so without it the backlog's size, not the agent's, set its memory."""
+"""Received messages waiting for ingest beyond which the link stops reading until half are taken, so that
+the size of a backlog (a persistent session's queue after an outage) never sets the agent's memory.
+Mosquitto itself sends at most `max_inflight_messages` unacknowledged (1000 in the shipped configs); this
+bound holds with a broker configured for more, or for no limit (0)."""
 
 RECV_CHUNK = 64 * 1024
 """Bytes asked of the socket per read: a burst of small messages comes in with one system call."""
+
+LARGE_PACKET = 16 * RECV_CHUNK
+"""A PUBLISH longer than this, while incomplete, is read by paho's reader rather than the link's."""
 
 STOP_LINGER_S = 2.0
 """At stop, how long the link waits for the broker to take the last acks and the DISCONNECT."""
@@ -207,7 +211,9 @@ class BufferedConnection:
                             return FOR_PAHO  # more than 4 bytes: paho refuses it
                 end = i + length
                 if end > n:
-                    return NEEDS_BYTES
+                    # a packet of many receives is paho's to gather (in linear time: here each receive
+                    # would copy all of it that came before)
+                    return FOR_PAHO if length > LARGE_PACKET else NEEDS_BYTES
                 topic_end = i + 2 + (buf[i] << 8 | buf[i + 1]) if i + 2 <= end else end + 1
                 start = topic_end + 2 if masked == 0x32 else topic_end
                 if topic_end == i + 2 or start > end:

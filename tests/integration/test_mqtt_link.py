@@ -123,4 +123,7 @@ async def test_a_backlog_larger_than_the_inbox_is_read_as_ingest_takes_it(
             await asyncio.sleep(0)
         again.stop()
         assert got == list(range(n))
-        assert INBOX_HIGH // 2 <= most <= INBOX_HIGH + 2  # the link filled up to the mark, and no further
+        # However ingest and the broker interleave, never past the mark. (Whether the mark is reached
+        # depends on the broker: Mosquitto sends at most max_inflight_messages unacked; the pause itself is
+        # tested in tests/unit/test_edge_mqtt_link.py.)
+        assert most <= INBOX_HIGH + 2

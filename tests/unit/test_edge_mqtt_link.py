@@ -5,14 +5,16 @@ The link against the real Mosquitto (reconnects, TLS, broker restarts) is tested
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import socket
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 
 import pytest
 from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode
 from paho.mqtt.exception import MalformedPacket
 
-from edge_agent.mqtt_link import BufferedConnection, MqttLink, _Client
+from edge_agent.mqtt_link import INBOX_HIGH, LARGE_PACKET, RECV_CHUNK, BufferedConnection, MqttLink, _Client
 
 
 def publish_packet(topic: bytes, payload: bytes, qos: int, mid: int) -> tuple[int, bytes]:
@@ -193,3 +195,75 @@ async def test_published_messages_are_read_whole_and_in_order_however_the_bytes_
     assert got == expected
     assert {m.connection for m in link._inbox} == {3}
     assert conn.pending() == 0 and client._in_packet["command"] == 0
+
+
+async def test_reading_stops_at_the_inbox_mark_and_resumes_when_ingest_has_taken_half(
+    pair: tuple[socket.socket, socket.socket],
+) -> None:
+    """Back-pressure: with more messages on the socket than INBOX_HIGH, the link stops reading at the mark
+    (the rest stays in the kernel and the broker) and goes on once ingest has taken half."""
+    ours, theirs = pair
+    link = MqttLink(host="127.0.0.1", port=1, client_id="t", filters=[], loop=asyncio.get_running_loop())
+    link._client._sock = BufferedConnection(ours)
+    link._watch(ours.fileno())
+    n = INBOX_HIGH + INBOX_HIGH // 2 + 100
+    stream = b"".join(wire(publish_packet(b"s/t", str(i).encode(), 1, i % 65535 + 1)) for i in range(n))
+    theirs.setblocking(False)
+    sent = 0
+
+    async def until(condition: Callable[[], bool], what: str) -> None:
+        nonlocal sent
+        deadline = time.monotonic() + 10
+        while not condition():
+            assert time.monotonic() < deadline, what
+            if sent < len(stream):
+                with contextlib.suppress(BlockingIOError):
+                    sent += theirs.send(stream[sent:])
+            await asyncio.sleep(0.001)
+
+    try:
+        await until(lambda: link._paused_fd is not None, "the link never stopped reading")
+        assert len(link._inbox) == INBOX_HIGH
+        got = [int(m.payload) for m in link.take(INBOX_HIGH // 2 - 1)]
+        await asyncio.sleep(0.01)
+        assert link._paused_fd is not None and len(link._inbox) == INBOX_HIGH // 2 + 1  # not yet half
+        got += [int(m.payload) for m in link.take(1)]
+        most = 0
+
+        def drained() -> bool:
+            nonlocal most
+            most = max(most, len(link._inbox))
+            got.extend(int(m.payload) for m in link.take(INBOX_HIGH // 2))
+            return len(got) == n
+
+        await until(drained, "the rest never came")
+        assert got == list(range(n))
+        assert most <= INBOX_HIGH
+    finally:
+        link._unwatch()
+
+
+async def test_a_packet_of_many_receives_is_left_to_paho_to_gather(
+    pair: tuple[socket.socket, socket.socket],
+) -> None:
+    """Gathering a packet in the link's buffer copies what came before at every receive: a packet longer
+    than LARGE_PACKET is handed to paho's reader once begun, which appends in linear time."""
+    ours, theirs = pair
+    link = MqttLink(host="127.0.0.1", port=1, client_id="t", filters=[], loop=asyncio.get_running_loop())
+    client = link._client
+    conn = BufferedConnection(ours)
+    client._sock = conn
+    big = bytes(range(256)) * (LARGE_PACKET // 256 + 1)
+    stream = wire(publish_packet(b"s/big", big, 1, 9)) + wire(publish_packet(b"s/small", b"1", 1, 10))
+    theirs.setblocking(False)
+    sent = theirs.send(stream[: RECV_CHUNK // 2])
+    link._read_buffered(client, conn)
+    assert client._in_packet["command"] != 0 and not link._inbox  # paho has begun the large packet
+    deadline = time.monotonic() + 10
+    while sent < len(stream):
+        assert time.monotonic() < deadline
+        link._read_buffered(client, conn)
+        with contextlib.suppress(BlockingIOError):
+            sent += theirs.send(stream[sent:])
+    link._read_buffered(client, conn)
+    assert [(m.topic, m.payload, m.mid) for m in link._inbox] == [("s/big", big, 9), ("s/small", b"1", 10)]
