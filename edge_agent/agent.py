@@ -46,6 +46,7 @@ SPOOL_GATHER_S = 0.02  # the spool is written (and the messages acknowledged) at
 TICK_S = 0.2
 BUILDING_KEYS_MAX = 10_000  # sites whose Kafka key is remembered
 SNAPSHOT_EVERY_S = 30.0
+ENGINE_GAUGES_EVERY_S = 1.0  # the engine's size (a walk over its groups)
 
 
 class EdgeAgent:
@@ -275,6 +276,7 @@ class EdgeAgent:
         cfg = self.config
         next_beat = 0.0
         next_snapshot = time.monotonic() + SNAPSHOT_EVERY_S
+        next_gauges = 0.0
         while not stop.is_set():
             now = time.time()
             records: list[SpoolRecord] = []
@@ -294,6 +296,11 @@ class EdgeAgent:
             self.metrics.spool_records.labels(priority="urgent").set(stats.urgent)
             self.metrics.spool_records.labels(priority="telemetry").set(stats.telemetry)
             self.metrics.spool_dropped.set(stats.dropped_telemetry)
+            if time.monotonic() >= next_gauges:
+                engine = self.engine.stats()
+                self.metrics.engine_groups.set(engine["groups"])
+                self.metrics.engine_readings.set(engine["readings"])
+                next_gauges = time.monotonic() + ENGINE_GAUGES_EVERY_S
             if time.monotonic() >= next_snapshot:
                 await asyncio.to_thread(self._save_engine)
                 next_snapshot = time.monotonic() + SNAPSHOT_EVERY_S

@@ -44,6 +44,14 @@ class EdgeMetrics:
         self.late = Gauge(
             "nerve_edge_late_events", "Events older than the watermark (not applied)", registry=r
         )
+        self.engine_groups = Gauge(
+            "nerve_edge_engine_groups", "Groups the edge reflexes keep state for", registry=r
+        )
+        self.engine_readings = Gauge(
+            "nerve_edge_engine_readings",
+            "Readings held in the reflex engine's windows (its memory grows by ~90 bytes with each)",
+            registry=r,
+        )
         self.kafka_connected = Gauge(
             "nerve_edge_kafka_connected", "1 while the uplink reaches Kafka", registry=r
         )

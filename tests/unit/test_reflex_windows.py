@@ -248,3 +248,20 @@ def test_integers_beyond_what_a_double_holds_stay_exact() -> None:
     n = len(blocked["t"])
     assert span_max(blocked, 0, n) - span_min(blocked, 0, n) == 2**60  # exactly
     assert blocked["vh"] - blocked["vl"] == 2**60 and max(blocked["bh"]) == 2**60 + 1
+
+
+def test_the_engine_counts_the_readings_its_windows_hold() -> None:
+    """`stats()["readings"]`: the engine's state that grows with the event rate (an edge gauge)."""
+    e = engine(
+        """
+- id: hot-room
+  tier: edge
+  when: {kind: temperature, avg: "> 400"}
+  within: 30s
+  per: room
+  then: [{alert: {to: [fire]}}]
+"""
+    )
+    run(e, *[ev("temperature", 20, t) for t in range(50)])
+    assert 31 <= e.stats()["readings"] < 50  # at least the last 30 s; older readings evicted
+    assert e.stats()["windows"] == 1
