@@ -127,3 +127,39 @@ async def test_a_backlog_larger_than_the_inbox_is_read_as_ingest_takes_it(
         # depends on the broker: Mosquitto sends at most max_inflight_messages unacked; the pause itself is
         # tested in tests/unit/test_edge_mqtt_link.py.)
         assert most <= INBOX_HIGH + 2
+
+
+async def test_the_broker_refuses_a_packet_over_a_mebibyte_and_the_link_reads_on(
+    mqtt_address: tuple[str, int],
+) -> None:
+    """The shipped Mosquitto config caps packets at 1 MiB (`max_packet_size`): a gateway never takes a huge
+    message into memory. A 70 KB one still reaches the agent, which dead-letters it with the reason."""
+    async with subscribed(mqtt_address) as (root, first, sensor):
+        lost = asyncio.Event()
+        loop = asyncio.get_running_loop()
+
+        def dropped(
+            client: mqtt.Client, userdata: object, flags: object, reason: object, props: object
+        ) -> None:
+            loop.call_soon_threadsafe(lost.set)
+
+        sensor.on_disconnect = dropped
+        sensor.publish(f"{root}/huge", b"x" * (2 << 20), qos=1)
+        await asyncio.wait_for(lost.wait(), 10)  # the broker drops the client that sent it
+        other = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=f"{root}-other")
+        other.connect(*mqtt_address)
+        other.loop_start()
+        try:
+            other.publish(f"{root}/big", b"y" * 70_000, qos=1).wait_for_publish(10)
+            other.publish(f"{root}/after", b"1", qos=1).wait_for_publish(10)
+            got: list[tuple[str, int]] = []
+            deadline = time.monotonic() + 10
+            while not any(topic.endswith("/after") for topic, _ in got):
+                assert time.monotonic() < deadline, "the link stopped reading"
+                await first.wait_messages(0.2)
+                got += [(m.topic, len(m.payload)) for m in first.take(100)]
+        finally:
+            other.loop_stop()
+            other.disconnect()
+        assert (f"{root}/big", 70_000) in got
+        assert not any(topic.endswith("/huge") for topic, _ in got)
