@@ -245,8 +245,7 @@ class EdgeAgent:
             if records and not await self._append_durably(records):
                 return  # stopping with the disk still failing: unacknowledged, the broker delivers them again
             for _, batch in items:
-                for msg in batch:
-                    mqtt.ack(msg)
+                mqtt.ack_all(batch)
             pipe.written()
             mqtt.flush()
 

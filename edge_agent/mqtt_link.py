@@ -23,6 +23,7 @@ import logging
 import select
 import socket
 import ssl
+import struct
 import threading
 import time
 from collections import deque
@@ -563,6 +564,31 @@ class MqttLink:
         again anyway, and its event id makes the repeat harmless."""
         if message.qos > 0 and message.connection == self._connection and self.connected.is_set():
             self._client.ack(message.mid, message.qos)
+
+    def ack_all(self, messages: list[Inbound]) -> None:
+        """`ack` each of `messages`, in order, written as one run of PUBACK packets into the connection's
+        send buffer: paho's path (a packet built, a lock, a queue and a callback per ack) cost 4 % of the
+        agent's time. What paho has queued before goes out first (PUBACKs must keep the order of the
+        messages they acknowledge)."""
+        client = self._client
+        sock = client.socket()
+        if not isinstance(sock, BufferedConnection) or not self.connected.is_set():
+            for message in messages:
+                self.ack(message)
+            return
+        connection = self._connection
+        # a PUBACK is 0x40, 0x02 and the packet id: one big-endian 32-bit word
+        acks = [0x40020000 | m.mid for m in messages if m.qos == 1 and m.connection == connection]
+        for message in messages:
+            if message.qos > 1 and message.connection == connection:  # not from our QoS 1 subscriptions
+                client.ack(message.mid, message.qos)
+        if not acks:
+            return
+        if client._out_packet:
+            client.loop_write()  # paho's queued packets into the buffer first, in their order
+        sock.send(struct.pack(f">{len(acks)}I", *acks))
+        client._last_msg_out = mqtt.time_func()  # paho's keepalive: the link is not silent
+        self._schedule_flush()
 
     def flush(self) -> None:
         """Send what is queued now rather than when the loop next gets to it (commands of a batch)."""

@@ -11,10 +11,18 @@ import time
 from collections.abc import Callable, Iterator
 
 import pytest
-from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode
+from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode, _ConnectionState
 from paho.mqtt.exception import MalformedPacket
 
-from edge_agent.mqtt_link import INBOX_HIGH, LARGE_PACKET, RECV_CHUNK, BufferedConnection, MqttLink, _Client
+from edge_agent.mqtt_link import (
+    INBOX_HIGH,
+    LARGE_PACKET,
+    RECV_CHUNK,
+    BufferedConnection,
+    Inbound,
+    MqttLink,
+    _Client,
+)
 
 
 def publish_packet(topic: bytes, payload: bytes, qos: int, mid: int) -> tuple[int, bytes]:
@@ -267,3 +275,36 @@ async def test_a_packet_of_many_receives_is_left_to_paho_to_gather(
             sent += theirs.send(stream[sent:])
     link._read_buffered(client, conn)
     assert [(m.topic, m.payload, m.mid) for m in link._inbox] == [("s/big", big, 9), ("s/small", b"1", 10)]
+
+
+async def test_acks_of_a_batch_go_out_in_order_after_what_paho_queued_before(
+    pair: tuple[socket.socket, socket.socket],
+) -> None:
+    """`ack_all` writes one run of PUBACKs: for the QoS 1 messages of this connection only, in their order,
+    behind the packets paho had queued (here a command's PUBLISH), and nothing while disconnected."""
+    ours, theirs = pair
+    link = MqttLink(host="127.0.0.1", port=1, client_id="t", filters=[], loop=asyncio.get_running_loop())
+    client = link._client
+    client._sock = BufferedConnection(ours)
+    client._state = _ConnectionState.MQTT_CS_CONNECTED
+    link._connection = 2
+    batch = [
+        Inbound("s/a", b"1", 5, 1, 2),
+        Inbound("s/b", b"2", 0, 0, 2),  # QoS 0: nothing to ack
+        Inbound("s/c", b"3", 7, 1, 1),  # of the connection before: its id means nothing now
+        Inbound("s/d", b"4", 65535, 1, 2),
+        Inbound("s/e", b"5", 300, 1, 2),
+    ]
+    link.ack_all(batch)  # not connected yet
+    link.flush()
+    theirs.setblocking(False)
+    with pytest.raises(BlockingIOError):
+        theirs.recv(100)
+    link.connected.set()
+    link.publish("cmd/valve", b"close")  # queued by paho, not yet written
+    link.ack_all(batch)
+    link.flush()
+    theirs.settimeout(5)
+    data = theirs.recv(1000)
+    command = wire(publish_packet(b"cmd/valve", b"close", 1, 1))
+    assert data == command + bytes([0x40, 2, 0, 5, 0x40, 2, 0xFF, 0xFF, 0x40, 2, 1, 44])
