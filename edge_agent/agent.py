@@ -82,6 +82,7 @@ class EdgeAgent:
         self._accepted = 0  # events applied since the counter was last brought up to date
         self._stopping = False  # ingest has ended: the spool writer gives up on a failing disk
         self._stop: asyncio.Event | None = None  # run()'s
+        self._pipe: _SpoolPipe | None = None  # ingest → spool writer, while ingest runs
         self.failed: str | None = None  # the name of the task whose failure stopped the agent
 
     # ------------------------------------------------------------ engine state across restarts
@@ -211,6 +212,8 @@ class EdgeAgent:
         pipe = _SpoolPipe()
         writer = asyncio.create_task(self._spool_writer(pipe), name="spool-writer")
         writer.add_done_callback(self._watch)
+        self._pipe = pipe
+        mqtt.on_messages = self._ingest_now
         try:
             while not stop.is_set() and not writer.done():
                 await mqtt.wait_messages(TICK_S)
@@ -220,9 +223,32 @@ class EdgeAgent:
                     mqtt.flush()  # this batch's commands and alerts go out before the next batch is read
                     await pipe.put(records, batch, writer)
         finally:
+            mqtt.on_messages = None
             self._stopping = True
             pipe.close()
             await writer
+
+    def _ingest_now(self) -> None:
+        """Ingest on the MQTT link's read callback, as long as the spool pipe has room: at a few thousand
+        events/s a read brings one or two messages, and waking the ingest task for each cost more than the
+        reflexes. When the pipe is full, the messages stay in the link's inbox for the ingest task, which
+        waits for room; batches enter the pipe in the order they were taken either way."""
+        pipe, mqtt = self._pipe, self.mqtt
+        if pipe is None or mqtt is None or self._stopping or self.failed is not None:
+            return
+        try:
+            while pipe.has_room():
+                batch = mqtt.take(INGEST_BATCH)
+                if not batch:
+                    return
+                records = self._ingest_batch(batch)
+                mqtt.flush()
+                pipe.put_nowait(records, batch)
+        except Exception as e:  # as a failure of the ingest task: the agent stops (see _watch)
+            log.error("ingest failed; the agent stops", exc_info=e, extra={"task": "ingest"})
+            self.failed = self.failed or "ingest"
+            if self._stop is not None:
+                self._stop.set()
 
     async def _spool_writer(self, pipe: _SpoolPipe) -> None:
         """Append what ingest produced to the spool — every batch waiting by then in one write and one fsync
@@ -456,13 +482,21 @@ class _SpoolPipe:
         self._room.set()
         self._closed = False
 
-    async def put(self, records: list[SpoolRecord], batch: list[Inbound], writer: asyncio.Task[None]) -> None:
-        """Hand a batch on; wait while the pipe is full, or until `writer` has ended (a fault in it)."""
+    def has_room(self) -> bool:
+        return self._messages < SPOOL_PIPELINE and not self._closed
+
+    def put_nowait(self, records: list[SpoolRecord], batch: list[Inbound]) -> None:
+        """Hand a batch on (the pipe may go past full by this batch: `has_room` first)."""
         self._items.append((records, batch))
         self._messages += len(batch)
         self._ready.set()
         if self._messages >= SPOOL_PIPELINE:
             self._room.clear()
+
+    async def put(self, records: list[SpoolRecord], batch: list[Inbound], writer: asyncio.Task[None]) -> None:
+        """Hand a batch on; wait while the pipe is full, or until `writer` has ended (a fault in it)."""
+        self.put_nowait(records, batch)
+        if self._messages >= SPOOL_PIPELINE:
             room = asyncio.ensure_future(self._room.wait())
             await asyncio.wait([room, writer], return_when=asyncio.FIRST_COMPLETED)
             room.cancel()

@@ -327,6 +327,9 @@ class MqttLink:
         self._flush_soon = False
         self._closing = False
         self._supervisor: asyncio.Task[None] | None = None
+        self.on_messages: Callable[[], None] | None = None
+        """Called on the loop right after a read that added messages to the inbox (it may `take` them);
+        what it leaves there wakes `wait_messages`."""
         client = _Client(
             CallbackAPIVersion.VERSION2,
             client_id=client_id,
@@ -418,7 +421,10 @@ class MqttLink:
             before = len(inbox)
             self._read_buffered(client, sock)
             if len(inbox) > before:
-                self._wake.set()
+                if self.on_messages is not None:
+                    self.on_messages()  # ingest, right here: no task to wake for a burst of one or two
+                if inbox:
+                    self._wake.set()
         else:
             client.loop_read()
         if len(inbox) >= INBOX_HIGH and self._reader_fd is not None:

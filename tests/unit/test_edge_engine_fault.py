@@ -137,3 +137,54 @@ async def test_a_failing_agent_task_stops_the_agent_and_is_logged_when_it_fails(
         "downlink failed; the agent stops",
     ]
     assert errors[0].exc_info is not None and "uplink bug" in str(errors[0].exc_info[1])
+
+
+class Inbox(Published):
+    """Stands in for the MQTT link: an inbox to `take` from, and publishes recorded."""
+
+    def __init__(self, messages: list[Inbound]) -> None:
+        super().__init__()
+        self.inbox = list(messages)
+
+    def take(self, limit: int) -> list[Inbound]:
+        taken, self.inbox = self.inbox[:limit], self.inbox[limit:]
+        return taken
+
+    def flush(self) -> None:
+        return None
+
+
+async def test_ingest_on_the_read_callback_stops_at_a_full_pipe_and_keeps_the_order(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Read callbacks ingest while the spool pipe has room and leave the rest in the link's inbox for the
+    ingest task (which waits for room); batches enter the pipe in the order they were read."""
+    from edge_agent import agent as agent_module
+    from edge_agent.agent import _SpoolPipe
+
+    monkeypatch.setattr(agent_module, "SPOOL_PIPELINE", 10)
+    monkeypatch.setattr(agent_module, "INGEST_BATCH", 4)
+    config = make_config(spool={"path": str(tmp_path / "spool")}, metrics_port=0)
+    agent = EdgeAgent(config, load_rules_text(RULES))
+    link = Inbox([Inbound(f"sensors/f1/r101/smoke-{i}/smoke", b"0.1", i + 1, 1) for i in range(25)])
+    agent.mqtt = link  # type: ignore[assignment]
+    pipe = agent._pipe = _SpoolPipe()
+    try:
+        agent._ingest_now()
+        taken = [m.mid for _, batch in pipe._items for m in batch]
+        assert taken == list(range(1, 13))  # 4 + 4 + 4: the last batch filled the pipe past 10
+        assert not pipe.has_room() and len(link.inbox) == 13
+        agent._ingest_now()  # full: nothing more
+        assert len(link.inbox) == 13
+        assert await pipe.take() is not None
+        pipe.written()  # the writer made room
+        agent._ingest_now()
+        assert [m.mid for _, batch in pipe._items for m in batch] == list(range(13, 25))
+        records = [r for batch_records, _ in pipe._items for r in batch_records]
+        assert [orjson.loads(r.value)["sensor"] for r in records] == [f"smoke-{i}" for i in range(12, 24)]
+        agent._stopping = True  # ingest has ended: callbacks leave everything to the broker
+        pipe.written()
+        agent._ingest_now()
+        assert len(link.inbox) == 1
+    finally:
+        agent.spool.close()
