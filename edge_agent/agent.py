@@ -217,6 +217,8 @@ class EdgeAgent:
         try:
             while not stop.is_set() and not writer.done():
                 await mqtt.wait_messages(TICK_S)
+                if self.failed is not None:
+                    break  # a fault (on the read callback too): nothing after it is taken, spooled or acked
                 batch = mqtt.take(INGEST_BATCH)
                 if batch:
                     records = self._ingest_batch(batch)

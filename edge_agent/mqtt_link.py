@@ -418,13 +418,19 @@ class MqttLink:
         inbox = self._inbox
         sock = client.socket()
         if isinstance(sock, BufferedConnection):
-            before = len(inbox)
-            self._read_buffered(client, sock)
-            if len(inbox) > before:
-                if self.on_messages is not None:
-                    self.on_messages()  # ingest, right here: no task to wake for a burst of one or two
-                if inbox:
-                    self._wake.set()
+            conn = sock
+            while True:
+                before = len(inbox)
+                self._read_buffered(client, conn)
+                at_mark = len(inbox) >= INBOX_HIGH  # reading stopped there: bytes may be left in our buffer
+                if len(inbox) > before:
+                    if self.on_messages is not None:
+                        self.on_messages()  # ingest, right here: no task to wake for a burst of one or two
+                    if inbox:
+                        self._wake.set()
+                # the callback made room: read what is left now (the poll would not report it)
+                if not at_mark or len(inbox) >= INBOX_HIGH or client.socket() is not conn:
+                    break
         else:
             client.loop_read()
         if len(inbox) >= INBOX_HIGH and self._reader_fd is not None:

@@ -188,3 +188,24 @@ async def test_ingest_on_the_read_callback_stops_at_a_full_pipe_and_keeps_the_or
         assert len(link.inbox) == 1
     finally:
         agent.spool.close()
+
+
+async def test_after_a_fault_on_the_read_callback_the_ingest_task_takes_nothing_more(tmp_path: Path) -> None:
+    """A fault in ingest (here flagged as the read callback flags it) ends ingest: no later message is
+    spooled or acked ahead of the one that failed (PUBACKs must keep the order of the messages)."""
+    config = make_config(spool={"path": str(tmp_path / "spool")}, metrics_port=0)
+    agent = EdgeAgent(config, load_rules_text(RULES))
+    link = Inbox([Inbound(f"sensors/f1/r101/smoke-{i}/smoke", b"0.1", i + 1, 1) for i in range(10)])
+
+    async def wait_messages(within_s: float) -> None:
+        await asyncio.sleep(0)
+
+    link.wait_messages = wait_messages  # type: ignore[attr-defined]
+    agent.mqtt = link  # type: ignore[assignment]
+    agent.failed = "ingest"
+    try:
+        await asyncio.wait_for(agent._ingest(asyncio.Event()), 5)
+        assert len(link.inbox) == 10
+        assert agent.spool.stats().telemetry == 0
+    finally:
+        agent.spool.close()

@@ -308,3 +308,19 @@ async def test_acks_of_a_batch_go_out_in_order_after_what_paho_queued_before(
     data = theirs.recv(1000)
     command = wire(publish_packet(b"cmd/valve", b"close", 1, 1))
     assert data == command + bytes([0x40, 2, 0, 5, 0x40, 2, 0xFF, 0xFF, 0x40, 2, 1, 44])
+
+
+async def test_a_burst_past_the_mark_is_read_whole_when_the_reader_callback_takes_it(
+    pair: tuple[socket.socket, socket.socket],
+) -> None:
+    """A read stops at INBOX_HIGH with the rest in the link's own buffer, where the loop's poll cannot see
+    it; when the read callback (the agent's ingest) takes the inbox below the mark, the rest is read too."""
+    ours, theirs = pair
+    link = MqttLink(host="127.0.0.1", port=1, client_id="t", filters=[], loop=asyncio.get_running_loop())
+    link._client._sock = BufferedConnection(ours)
+    taken: list[int] = []
+    link.on_messages = lambda: taken.extend(int(m.payload) for m in link.take(100_000))
+    n = INBOX_HIGH + 50
+    theirs.sendall(b"".join(wire(publish_packet(b"s/t", str(i).encode(), 0, 0)) for i in range(n)))
+    link._readable()  # one poll event
+    assert taken == list(range(n))
