@@ -246,11 +246,8 @@ class EdgeAgent:
                 records = self._ingest_batch(batch)
                 mqtt.flush()
                 pipe.put_nowait(records, batch)
-        except Exception as e:  # as a failure of the ingest task: the agent stops (see _watch)
-            log.error("ingest failed; the agent stops", exc_info=e, extra={"task": "ingest"})
-            self.failed = self.failed or "ingest"
-            if self._stop is not None:
-                self._stop.set()
+        except Exception as e:  # as a failure of the ingest task
+            self._fail("ingest", e)
 
     async def _spool_writer(self, pipe: _SpoolPipe) -> None:
         """Append what ingest produced to the spool — every batch waiting by then in one write and one fsync
@@ -458,16 +455,14 @@ class EdgeAgent:
         supervisor while it forwards nothing; stopped, it exits with status 1 and is restarted
         (`Restart=on-failure`, `restart: unless-stopped`), and nothing is lost: what was not spooled is
         still unacked in the MQTT session, what was spooled is still in the spool."""
-        if task.cancelled() or task.exception() is None:
-            return
-        log.error(
-            "%s failed; the agent stops",
-            task.get_name(),
-            exc_info=task.exception(),
-            extra={"task": task.get_name()},
-        )
+        if not task.cancelled() and (fault := task.exception()) is not None:
+            self._fail(task.get_name(), fault)
+
+    def _fail(self, name: str, fault: BaseException) -> None:
+        """Part `name` of the agent failed: log it and stop the agent (`failed` keeps the first)."""
+        log.error("%s failed; the agent stops", name, exc_info=fault, extra={"task": name})
         if self.failed is None:
-            self.failed = task.get_name()
+            self.failed = name
         if self._stop is not None:
             self._stop.set()
 

@@ -107,13 +107,9 @@ class BufferedConnection:
 
     # ---- what paho calls
     def recv(self, size: int) -> bytes:
-        if self._in_pos >= len(self._in):
-            data = self._sock.recv(RECV_CHUNK)  # BlockingIOError / SSLWantReadError go to paho as they are
-            if not data:
-                return b""  # end of stream: paho reports the connection lost
-            if self._quickack is not None:
-                self._sock.setsockopt(socket.IPPROTO_TCP, self._quickack, 1)
-            self._in, self._in_pos = data, 0
+        # BlockingIOError / SSLWantReadError from the socket go to paho as they are
+        if self._in_pos >= len(self._in) and not self.fill():
+            return b""  # end of stream: paho reports the connection lost
         start = self._in_pos
         end = min(start + size, len(self._in))
         self._in_pos = end
