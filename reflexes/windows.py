@@ -16,20 +16,22 @@ order readings arrived in: tests decided by the bounds never reach it.
 
 All are JSON-able dicts (the engine's state), read and written in place by the functions below (no view
 objects). A value window's times and values are `Floats` (array('d'): 8 bytes a reading instead of a list
-slot and a float object, 32), which JSON encoders take through `jsonable` (orjson's `default`) or
-`__json__` (Faust's); read back from JSON they are lists, which every function here takes as well, and
-`compact` turns them back into Floats. Inserting an event id that is already there at the same time changes nothing, so applying an
-event twice is harmless.
+slot and a float object, 32) and its event ids `Ids` (one run of bytes while they are all of one length:
+16 bytes for a 16-character id instead of a list slot and a str object, 73), which JSON encoders take
+through `jsonable` (orjson's `default`) or `__json__` (Faust's); read back from JSON they are lists, which
+every function here takes as well, and `compact` turns them back. Inserting an event id that is already
+there at the same time changes nothing, so applying an event twice is harmless.
 """
 
 from __future__ import annotations
 
+import contextlib
 import math
 from array import array
 from bisect import bisect_left, bisect_right
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from fractions import Fraction
-from typing import TYPE_CHECKING, Any, cast
+from typing import TYPE_CHECKING, Any, cast, overload
 
 BLOCK = 64
 MAX_ENTRIES = 4096  # per window; bounds memory per group whatever the event rate
@@ -57,9 +59,96 @@ class Floats(_Doubles):
         return self.tolist()
 
 
-def jsonable(obj: object) -> list[float]:
-    """orjson's `default=` for engine state: a Floats as the JSON list it stands for."""
-    if isinstance(obj, array):
+class Ids:
+    """The event ids of a value window while they all have one length in UTF-8 (uuids, hashes, the ids
+    agents make, zero-padded counters): one bytearray of `width` bytes per id, read back as str. A window
+    holds hundreds of thousands of them at a gateway; `fits` says when an id of another length comes, and the
+    window then keeps a list instead. Takes what the windows' code asks of a list of ids: len, index,
+    slices (lists), iteration, append, insert and deleting a slice."""
+
+    __slots__ = ("data", "width")
+
+    def __init__(self, ids: Iterable[str] = ()) -> None:
+        self.data = bytearray()
+        self.width = 0
+        for event_id in ids:
+            if not self.fits(event_id):
+                raise ValueError(f"event id {event_id!r} is not {self.width} bytes long like the others")
+            self.data += event_id.encode()
+
+    def fits(self, event_id: str) -> bool:
+        """Whether `event_id` can join (its length is the others'; it sets the length of an empty one)."""
+        n = len(event_id) if event_id.isascii() else len(event_id.encode())
+        if n == self.width:
+            return True
+        if not self.data and n:
+            self.width = n
+            return True
+        return False
+
+    def __len__(self) -> int:
+        return len(self.data) // self.width if self.width else 0
+
+    @overload
+    def __getitem__(self, k: int) -> str: ...
+
+    @overload
+    def __getitem__(self, k: slice) -> list[str]: ...
+
+    def __getitem__(self, k: int | slice) -> str | list[str]:
+        w = self.width
+        if isinstance(k, slice):
+            a, b, step = k.indices(len(self))
+            if step != 1:
+                return [self[j] for j in range(a, b, step)]
+            data = self.data
+            return [data[j : j + w].decode() for j in range(a * w, b * w, w)]
+        n = len(self)
+        if k < 0:
+            k += n
+        if not 0 <= k < n:
+            raise IndexError("event id index out of range")
+        return self.data[k * w : k * w + w].decode()
+
+    def __delitem__(self, k: slice) -> None:
+        a, b, step = k.indices(len(self))
+        if step != 1:
+            raise ValueError("only contiguous slices of event ids are deleted")
+        del self.data[a * self.width : b * self.width]  # from the front: O(1) in a bytearray
+
+    def __iter__(self) -> Iterator[str]:
+        data, w = self.data, self.width
+        return (data[j : j + w].decode() for j in range(0, len(data), w or 1))
+
+    def append(self, event_id: str) -> None:
+        """Add an id that `fits`."""
+        self.data += event_id.encode()
+
+    def insert(self, k: int, event_id: str) -> None:
+        """Put an id that `fits` at index k (0 ≤ k ≤ len)."""
+        self.data[k * self.width : k * self.width] = event_id.encode()
+
+    def tolist(self) -> list[str]:
+        return list(self)
+
+    def __json__(self) -> list[str]:
+        """Faust's JSON encoder (the brain's state tables) asks for this."""
+        return self.tolist()
+
+    def __eq__(self, other: object) -> bool:
+        if isinstance(other, Ids):
+            return self.tolist() == other.tolist()
+        return NotImplemented
+
+    __hash__ = None  # type: ignore[assignment]  # mutable, like a list
+
+    def __repr__(self) -> str:
+        return f"Ids({self.tolist()!r})"
+
+
+def jsonable(obj: object) -> list[float] | list[str]:
+    """orjson's `default=` for engine state: a Floats or Ids as the JSON list it stands for."""
+    if isinstance(obj, array | Ids):
         return obj.tolist()
     raise TypeError(f"{type(obj).__name__} is not JSON-able engine state")
 
@@ -73,12 +162,16 @@ def _doubles(values: list[Any]) -> bool:
 
 
 def compact(w: Window) -> None:
-    """Make a value window read back from JSON (lists) as compact as one built here (Floats), unless it
-    holds integers beyond EXACT."""
+    """Make a value window read back from JSON (lists) as compact as one built here: Floats unless it
+    holds integers beyond EXACT, Ids unless its ids differ in length."""
     for key in ("t", "v"):
         values = w.get(key)
         if type(values) is list and _doubles(values):
             w[key] = Floats(values)
+    ids = w.get("i")
+    if type(ids) is list and "v" in w:
+        with contextlib.suppress(ValueError, TypeError, AttributeError):  # lengths differ: it stays a list
+            w["i"] = Ids(ids)
 
 
 def position(t: list[float], ids: list[str], ts: float, event_id: str) -> int:
@@ -143,7 +236,7 @@ def evict_matches(w: Window, horizon: float) -> None:
 # ---------------------------------------------------------------- value windows
 def value_window() -> Window:
     """An empty value window (its blocks come once it holds more than 2 × BLOCK readings)."""
-    return {"t": Floats(), "i": [], "v": Floats()}
+    return {"t": Floats(), "i": Ids(), "v": Floats()}
 
 
 VALUE_KEYS = ("t", "i", "v", "vl", "vh", "vs", "bt", "bn", "bs", "bl", "bh")
@@ -166,10 +259,12 @@ def insert_value(w: Window, ts: float, value: float, event_id: str) -> int:
         if "bn" in w:
             _build_blocks(w)  # block minima and maxima likewise
         _bound(w)
+    ids: list[str] | Ids = w["i"]
+    if type(ids) is Ids and (len(event_id) != ids.width or not event_id.isascii()) and not ids.fits(event_id):
+        w["i"] = ids = ids.tolist()  # ids of another length: a list from now on
     t: list[float] = w["t"]
     blocks = "bn" in w
     if t and ts <= t[-1]:
-        ids: list[str] = w["i"]
         k, n = bisect_left(t, ts), len(t)
         while k < n and t[k] == ts:  # position(), inline: this is the engine's hottest path
             if ids[k] == event_id:
@@ -183,7 +278,7 @@ def insert_value(w: Window, ts: float, value: float, event_id: str) -> int:
     else:
         k = len(t)
         t.append(ts)
-        w["i"].append(event_id)
+        ids.append(event_id)
         w["v"].append(value)
         if blocks:
             _append_block(w, ts, value)
@@ -293,21 +388,21 @@ def _drop_blocks(w: Window, blocks: int) -> None:
 
 
 def evict_values(w: Window, horizon: float) -> None:
-    """Forget readings older than `horizon` (seconds): whole blocks of them once the window has blocks."""
+    """Forget readings older than `horizon` (seconds): whole blocks of them once the window has blocks.
+    A window left empty starts afresh as `value_window()` made it (compact, whatever it held before)."""
     t = w["t"]
     if not t or t[0] >= horizon:
+        return
+    if t[-1] < horizon:
+        for key in ("bt", "bn", "bs", "bl", "bh", "vl", "vh", "vs"):
+            w.pop(key, None)
+        w.update(value_window())
         return
     if "bn" not in w:
         n = bisect_left(t, horizon)
         for key in ("t", "i", "v"):
             del w[key][:n]
         _bound(w)
-        return
-    if t[-1] < horizon:
-        for key in ("t", "i", "v"):
-            del w[key][:]
-        for key in ("bt", "bn", "bs", "bl", "bh", "vl", "vh", "vs"):
-            w.pop(key, None)
         return
     p = bisect_right(w["bt"], horizon, 1) - 1  # the block holding `horizon`: the ones before it are older
     if p > 0:

@@ -10,6 +10,7 @@ from bisect import bisect_left, bisect_right
 from typing import Any
 
 import orjson
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -17,6 +18,7 @@ from reflexes.windows import (
     BLOCK,
     MAX_ENTRIES,
     Floats,
+    Ids,
     Window,
     compact,
     evict_values,
@@ -63,17 +65,19 @@ def _check_blocks(w: Window) -> None:
 @given(
     st.lists(op, min_size=1, max_size=500),
     st.lists(st.tuples(st.integers(0, 2000), st.integers(0, 600)), max_size=10),
+    st.booleans(),
 )
 def test_spans_match_brute_force_in_any_arrival_order(
-    ops: list[tuple[Any, ...]], queries: list[tuple[int, int]]
+    ops: list[tuple[Any, ...]], queries: list[tuple[int, int]], one_length: bool
 ) -> None:
+    """`one_length`: ids of one length (kept as Ids), else of growing length (the window turns to a list)."""
     w = value_window()
     model: dict[str, tuple[float, int]] = {}
     inserted: list[tuple[float, int, str]] = []
     horizon = -math.inf
     for n, o in enumerate(ops):
         if o[0] == "insert":
-            ts, v, eid = o[1] / 2, o[2], f"e{n}"
+            ts, v, eid = o[1] / 2, o[2], f"e{n:03d}" if one_length else f"e{n}"
         elif o[0] == "again" and inserted:
             ts, v, eid = inserted[o[1] % len(inserted)]
         else:
@@ -91,6 +95,8 @@ def test_spans_match_brute_force_in_any_arrival_order(
             model[eid] = (ts, v)
         inserted.append((ts, v, eid))
         _check_blocks(w)
+    if one_length:
+        assert isinstance(w["i"], Ids)
     kept = dict(zip(w["i"], zip(w["t"], w["v"], strict=True), strict=True))
     assert set(kept) <= set(model)
     assert all(ts < horizon for eid, (ts, _) in model.items() if eid not in kept)  # only evicted ones left
@@ -171,24 +177,82 @@ def test_a_window_kept_without_bounds_gets_them_from_its_readings() -> None:
     _check_blocks(w)
 
 
-def test_a_reading_costs_a_window_little_more_than_its_event_id() -> None:
-    """Times and values are C doubles: 16 bytes a reading, and a list slot for the id (the id string is the
-    event's own). In lists of floats they cost 72 bytes (48 here, where the values already exist); an edge agent's 30 s room averages hold hundreds
-    of thousands of readings."""
+def test_a_reading_costs_a_window_its_event_id_s_bytes_and_two_doubles() -> None:
+    """Times and values are C doubles, 16 bytes a reading, and ids of one length one run of bytes: 28 bytes
+    for a 12-character id, which as a str object in a list would cost 73 more, the floats in lists 48 more.
+    An edge agent's 30 s room averages hold hundreds of thousands of readings; the events (and their id
+    strings) are gone once applied."""
     n = MAX_ENTRIES
-    ids = [f"live-{k:07d}" for k in range(n)]
     values = [20.0 + k % 50 / 10 for k in range(n)]
     tracemalloc.start()
     try:
         before = tracemalloc.get_traced_memory()[0]
         w = value_window()
         for k in range(n):
-            insert_value(w, 1e9 + k / 100, values[k], ids[k])
+            insert_value(w, 1e9 + k / 100, values[k], f"live-{k:07d}")
         per_reading = (tracemalloc.get_traced_memory()[0] - before) / n
     finally:
         tracemalloc.stop()
-    assert len(w["t"]) == n
-    assert per_reading < 36, f"{per_reading:.1f} bytes per reading"
+    assert len(w["t"]) == n and w["i"][n - 1] == f"live-{n - 1:07d}"
+    assert per_reading < 34, f"{per_reading:.1f} bytes per reading"
+
+
+def test_ids_of_one_length_are_kept_as_bytes_and_read_back_as_the_strings() -> None:
+    ids = Ids(["aé-1", "bé-2"])  # one length in UTF-8 bytes (5), whatever the characters
+    ids.append("cé-3")
+    ids.insert(0, "zé-0")
+    assert (len(ids), ids[0], ids[-1], ids[1:3], list(ids)) == (
+        4,
+        "zé-0",
+        "cé-3",
+        ["aé-1", "bé-2"],
+        ["zé-0", "aé-1", "bé-2", "cé-3"],
+    )
+    assert ids[::2] == ["zé-0", "bé-2"] and ids[5:9] == []
+    del ids[:2]
+    assert ids.tolist() == ["bé-2", "cé-3"] and ids == Ids(["bé-2", "cé-3"])
+    assert not ids.fits("abcdef") and not ids.fits("a") and ids.fits("abcde")
+    with pytest.raises(IndexError):
+        ids[2]
+    with pytest.raises(ValueError, match="not 5 bytes long"):
+        Ids(["abcde", "abc"])
+
+
+def test_ids_of_another_length_turn_the_window_to_a_list_with_the_same_answers() -> None:
+    w, again = value_window(), value_window()
+    for k in range(3 * BLOCK):
+        insert_value(w, float(k), float(k % 9), f"e{k:03d}")
+        insert_value(again, float(k), float(k % 9), f"e{k:03d}")
+    assert isinstance(w["i"], Ids)
+    assert insert_value(w, 100.5, 4.0, "longer-id") == 101
+    assert type(w.get("i")) is list and w["i"][100:103] == ["e100", "longer-id", "e101"]
+    assert insert_value(w, 7.0, 7.0, "e007") == -1  # still a duplicate, as a list
+    assert insert_value(w, 100.5, 4.0, "longer-id") == -1
+    insert_value(again, 100.5, 4.0, "longer-id")
+    n = len(w["t"])
+    assert (span_sum(w, 0, n), span_min(w, 3, n), span_max(w, 0, 90)) == (
+        span_sum(again, 0, n),
+        span_min(again, 3, n),
+        span_max(again, 0, 90),
+    )
+    evict_values(w, 1e9)  # emptied: compact again for whatever ids come next
+    assert w == value_window() and isinstance(w["i"], Ids)
+    insert_value(w, 2e9, 1.0, "x")
+    assert w["i"] == Ids(["x"])
+
+
+def test_ids_read_back_from_json_are_made_compact_when_they_have_one_length() -> None:
+    w = value_window()
+    for k in range(10):
+        insert_value(w, float(k), 1.0, f"id-{k}")
+    as_json = orjson.loads(orjson.dumps(w, default=jsonable))
+    assert as_json["i"] == [f"id-{k}" for k in range(10)]
+    compact(as_json)
+    assert isinstance(as_json["i"], Ids) and as_json["i"].tolist() == [f"id-{k}" for k in range(10)]
+    insert_value(w, 20.0, 1.0, "id-10")  # another length
+    mixed = orjson.loads(orjson.dumps(w, default=jsonable))
+    compact(mixed)
+    assert type(mixed["i"]) is list and mixed["i"][-1] == "id-10"
 
 
 def test_a_window_read_back_from_json_is_made_compact_and_answers_alike() -> None:
