@@ -16,8 +16,8 @@ order readings arrived in: tests decided by the bounds never reach it.
 
 All are JSON-able dicts (the engine's state), read and written in place by the functions below (no view
 objects). A value window's times and values are `Floats` (array('d'): 8 bytes a reading instead of a list
-slot and a float object, 32) and its event ids `Ids` (one run of bytes while they are all of one length:
-16 bytes for a 16-character id instead of a list slot and a str object, 73), which JSON encoders take
+slot and a float object, 32) and its event ids `Ids` (one run of bytes: 16 bytes for a 16-character id
+instead of a list slot and a str object, 89), which JSON encoders take
 through `jsonable` (orjson's `default`) or `__json__` (Faust's); read back from JSON they are lists, which
 every function here takes as well, and `compact` turns them back. Inserting an event id that is already
 there at the same time changes nothing, so applying an event twice is harmless.
@@ -25,7 +25,6 @@ there at the same time changes nothing, so applying an event twice is harmless.
 
 from __future__ import annotations
 
-import contextlib
 import math
 from array import array
 from bisect import bisect_left, bisect_right
@@ -60,34 +59,62 @@ class Floats(_Doubles):
 
 
 class Ids:
-    """The event ids of a value window while they all have one length in UTF-8 (uuids, hashes, the ids
-    agents make, zero-padded counters): one bytearray of `width` bytes per id, read back as str. A window
-    holds hundreds of thousands of them at a gateway; `fits` says when an id of another length comes, and the
-    window then keeps a list instead. Takes what the windows' code asks of a list of ids: len, index,
-    slices (lists), iteration, append, insert and deleting a slice."""
+    """The event ids of a value window as one bytearray of `width`-byte slots (UTF-8), read back as str:
+    a window holds hundreds of thousands of them at a gateway, where a str object in a list costs 73 bytes
+    more than its characters. While every id has one length (uuids, hashes, the ids agents make,
+    zero-padded counters) a slot is just the id; once lengths differ, shorter ids are padded and `lens`
+    holds each one's length (2 bytes more an id), and an id longer than all before widens every slot (once
+    per new width). Takes what the windows' code asks of a list of ids: len, index, slices (lists),
+    iteration, append, insert and deleting a slice."""
 
-    __slots__ = ("data", "width")
+    __slots__ = ("data", "lens", "width")
 
     def __init__(self, ids: Iterable[str] = ()) -> None:
         self.data = bytearray()
         self.width = 0
+        self.lens: array[int] | None = None
         for event_id in ids:
-            if not self.fits(event_id):
-                raise ValueError(f"event id {event_id!r} is not {self.width} bytes long like the others")
-            self.data += event_id.encode()
-
-    def fits(self, event_id: str) -> bool:
-        """Whether `event_id` can join (its length is the others'; it sets the length of an empty one)."""
-        n = len(event_id) if event_id.isascii() else len(event_id.encode())
-        if n == self.width:
-            return True
-        if not self.data and n:
-            self.width = n
-            return True
-        return False
+            self.append(event_id)
 
     def __len__(self) -> int:
         return len(self.data) // self.width if self.width else 0
+
+    def _slot(self, raw: bytes) -> bytes:
+        """`raw` as a slot (padded to the width, widening every slot first if it is longer), its length
+        in `lens` from now on if it differs."""
+        n, width = len(raw), self.width
+        if n > width:
+            count = len(self)
+            if count:
+                if self.lens is None:
+                    self.lens = array("H", [width]) * count
+                pad, old = bytes(n - width), self.data
+                self.data = bytearray(b"".join(old[j : j + width] + pad for j in range(0, len(old), width)))
+            self.width = n
+            return raw
+        if self.lens is None:
+            self.lens = array("H", [width]) * len(self)
+        return raw + bytes(width - n)
+
+    def append(self, event_id: str) -> None:
+        raw = event_id.encode()
+        n = len(raw)
+        if n != self.width:
+            raw = self._slot(raw)
+        if self.lens is not None:
+            self.lens.append(n)
+        self.data += raw
+
+    def insert(self, k: int, event_id: str) -> None:
+        """Put an id at index k (0 ≤ k ≤ len)."""
+        raw = event_id.encode()
+        n = len(raw)
+        if n != self.width:
+            raw = self._slot(raw)
+        if self.lens is not None:
+            self.lens.insert(k, n)
+        w = self.width
+        self.data[k * w : k * w] = raw
 
     @overload
     def __getitem__(self, k: int) -> str: ...
@@ -96,37 +123,31 @@ class Ids:
     def __getitem__(self, k: slice) -> list[str]: ...
 
     def __getitem__(self, k: int | slice) -> str | list[str]:
-        w = self.width
         if isinstance(k, slice):
-            a, b, step = k.indices(len(self))
-            if step != 1:
-                return [self[j] for j in range(a, b, step)]
-            data = self.data
-            return [data[j : j + w].decode() for j in range(a * w, b * w, w)]
+            return [self._at(j) for j in range(*k.indices(len(self)))]
         n = len(self)
         if k < 0:
             k += n
         if not 0 <= k < n:
             raise IndexError("event id index out of range")
-        return self.data[k * w : k * w + w].decode()
+        return self._at(k)
+
+    def _at(self, k: int) -> str:
+        w = self.width
+        if self.lens is None:
+            return self.data[k * w : k * w + w].decode()
+        return self.data[k * w : k * w + self.lens[k]].decode()
 
     def __delitem__(self, k: slice) -> None:
         a, b, step = k.indices(len(self))
         if step != 1:
             raise ValueError("only contiguous slices of event ids are deleted")
         del self.data[a * self.width : b * self.width]  # from the front: O(1) in a bytearray
+        if self.lens is not None:
+            del self.lens[a:b]
 
     def __iter__(self) -> Iterator[str]:
-        data, w = self.data, self.width
-        return (data[j : j + w].decode() for j in range(0, len(data), w or 1))
-
-    def append(self, event_id: str) -> None:
-        """Add an id that `fits`."""
-        self.data += event_id.encode()
-
-    def insert(self, k: int, event_id: str) -> None:
-        """Put an id that `fits` at index k (0 ≤ k ≤ len)."""
-        self.data[k * self.width : k * self.width] = event_id.encode()
+        return (self._at(j) for j in range(len(self)))
 
     def tolist(self) -> list[str]:
         return list(self)
@@ -163,15 +184,14 @@ def _doubles(values: list[Any]) -> bool:
 
 def compact(w: Window) -> None:
     """Make a value window read back from JSON (lists) as compact as one built here: Floats unless it
-    holds integers beyond EXACT, Ids unless its ids differ in length."""
+    holds integers beyond EXACT, and Ids."""
     for key in ("t", "v"):
         values = w.get(key)
         if type(values) is list and _doubles(values):
             w[key] = Floats(values)
     ids = w.get("i")
-    if type(ids) is list and "v" in w:
-        with contextlib.suppress(ValueError, TypeError, AttributeError):  # lengths differ: it stays a list
-            w["i"] = Ids(ids)
+    if type(ids) is list and "v" in w and all(type(x) is str for x in ids):
+        w["i"] = Ids(ids)
 
 
 def position(t: list[float], ids: list[str], ts: float, event_id: str) -> int:
@@ -260,8 +280,6 @@ def insert_value(w: Window, ts: float, value: float, event_id: str) -> int:
             _build_blocks(w)  # block minima and maxima likewise
         _bound(w)
     ids: list[str] | Ids = w["i"]
-    if type(ids) is Ids and (len(event_id) != ids.width or not event_id.isascii()) and not ids.fits(event_id):
-        w["i"] = ids = ids.tolist()  # ids of another length: a list from now on
     t: list[float] = w["t"]
     blocks = "bn" in w
     if t and ts <= t[-1]:

@@ -70,7 +70,7 @@ def _check_blocks(w: Window) -> None:
 def test_spans_match_brute_force_in_any_arrival_order(
     ops: list[tuple[Any, ...]], queries: list[tuple[int, int]], one_length: bool
 ) -> None:
-    """`one_length`: ids of one length (kept as Ids), else of growing length (the window turns to a list)."""
+    """`one_length`: ids of one length, else of growing length (padded slots with their lengths kept)."""
     w = value_window()
     model: dict[str, tuple[float, int]] = {}
     inserted: list[tuple[float, int, str]] = []
@@ -95,8 +95,7 @@ def test_spans_match_brute_force_in_any_arrival_order(
             model[eid] = (ts, v)
         inserted.append((ts, v, eid))
         _check_blocks(w)
-    if one_length:
-        assert isinstance(w["i"], Ids)
+    assert isinstance(w["i"], Ids) and (w["i"].lens is None or not one_length)
     kept = dict(zip(w["i"], zip(w["t"], w["v"], strict=True), strict=True))
     assert set(kept) <= set(model)
     assert all(ts < horizon for eid, (ts, _) in model.items() if eid not in kept)  # only evicted ones left
@@ -197,48 +196,99 @@ def test_a_reading_costs_a_window_its_event_id_s_bytes_and_two_doubles() -> None
     assert per_reading < 34, f"{per_reading:.1f} bytes per reading"
 
 
-def test_ids_of_one_length_are_kept_as_bytes_and_read_back_as_the_strings() -> None:
+def test_ids_are_kept_as_bytes_and_read_back_as_the_strings() -> None:
     ids = Ids(["aé-1", "bé-2"])  # one length in UTF-8 bytes (5), whatever the characters
     ids.append("cé-3")
     ids.insert(0, "zé-0")
-    assert (len(ids), ids[0], ids[-1], ids[1:3], list(ids)) == (
+    assert (len(ids), ids[0], ids[-1], ids[1:3], list(ids), ids.lens) == (
         4,
         "zé-0",
         "cé-3",
         ["aé-1", "bé-2"],
         ["zé-0", "aé-1", "bé-2", "cé-3"],
+        None,  # one length: no lengths kept
     )
     assert ids[::2] == ["zé-0", "bé-2"] and ids[5:9] == []
     del ids[:2]
     assert ids.tolist() == ["bé-2", "cé-3"] and ids == Ids(["bé-2", "cé-3"])
-    assert not ids.fits("abcdef") and not ids.fits("a") and ids.fits("abcde")
     with pytest.raises(IndexError):
         ids[2]
-    with pytest.raises(ValueError, match="not 5 bytes long"):
-        Ids(["abcde", "abc"])
 
 
-def test_ids_of_another_length_turn_the_window_to_a_list_with_the_same_answers() -> None:
-    w, again = value_window(), value_window()
+def test_ids_of_other_lengths_are_padded_or_widen_the_slots() -> None:
+    ids = Ids(["abc", "def"])
+    ids.append("g")  # shorter: padded, and every length kept from now on
+    ids.insert(1, "longer-id")  # longer: every slot widened
+    ids.insert(0, "\x00")  # a NUL is an id's own character, not padding
+    ids.append("ab\x00")
+    expected = ["\x00", "abc", "longer-id", "def", "g", "ab\x00"]
+    assert ids.tolist() == expected and [ids[k] for k in range(-6, 6)] == expected * 2
+    assert (
+        ids.width == 9
+        and len(ids.data) == 6 * 9
+        and ids.lens is not None
+        and list(ids.lens)
+        == [
+            1,
+            3,
+            9,
+            3,
+            1,
+            3,
+        ]
+    )
+    del ids[1:3]
+    assert ids.tolist() == ["\x00", "def", "g", "ab\x00"] and list(ids.lens) == [1, 3, 1, 3]
+    assert Ids(["a", "bb", "ccc"]).tolist() == ["a", "bb", "ccc"]
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    st.lists(
+        st.tuples(
+            st.sampled_from(["append", "insert", "delete"]),
+            st.integers(0, 50),
+            st.text(min_size=1, max_size=12),
+        ),
+        max_size=60,
+    )
+)
+def test_ids_behave_like_a_list_of_the_same_ids(ops: list[tuple[str, int, str]]) -> None:
+    ids, model = Ids(), []
+    for name, k, event_id in ops:
+        if name == "append":
+            ids.append(event_id)
+            model.append(event_id)
+        elif name == "insert":
+            k = min(k, len(model))
+            ids.insert(k, event_id)
+            model.insert(k, event_id)
+        else:
+            del ids[:k]
+            del model[:k]
+        assert len(ids) == len(model)
+    assert ids.tolist() == model and ids[1:-1] == model[1:-1]
+
+
+def test_windows_with_ids_of_several_lengths_answer_alike() -> None:
+    w, same = value_window(), value_window()
     for k in range(3 * BLOCK):
-        insert_value(w, float(k), float(k % 9), f"e{k:03d}")
-        insert_value(again, float(k), float(k % 9), f"e{k:03d}")
-    assert isinstance(w["i"], Ids)
-    assert insert_value(w, 100.5, 4.0, "longer-id") == 101
-    assert type(w.get("i")) is list and w["i"][100:103] == ["e100", "longer-id", "e101"]
-    assert insert_value(w, 7.0, 7.0, "e007") == -1  # still a duplicate, as a list
-    assert insert_value(w, 100.5, 4.0, "longer-id") == -1
-    insert_value(again, 100.5, 4.0, "longer-id")
+        insert_value(w, float(k), float(k % 9), f"e{k}")  # e0 … e191: three lengths
+        insert_value(same, float(k), float(k % 9), f"e{k:03d}")
+    assert isinstance(w["i"], Ids) and w["i"][8:11] == ["e8", "e9", "e10"]
+    assert insert_value(w, 100.5, 4.0, "a-longer-id") == 101
+    assert insert_value(same, 100.5, 4.0, "a-longer-id") == 101
+    assert w["i"][100:103] == ["e100", "a-longer-id", "e101"]
+    assert insert_value(w, 7.0, 7.0, "e7") == -1  # still a duplicate
+    assert insert_value(w, 100.5, 4.0, "a-longer-id") == -1
     n = len(w["t"])
     assert (span_sum(w, 0, n), span_min(w, 3, n), span_max(w, 0, 90)) == (
-        span_sum(again, 0, n),
-        span_min(again, 3, n),
-        span_max(again, 0, 90),
+        span_sum(same, 0, n),
+        span_min(same, 3, n),
+        span_max(same, 0, 90),
     )
-    evict_values(w, 1e9)  # emptied: compact again for whatever ids come next
-    assert w == value_window() and isinstance(w["i"], Ids)
-    insert_value(w, 2e9, 1.0, "x")
-    assert w["i"] == Ids(["x"])
+    evict_values(w, 1e9)  # emptied: it starts afresh
+    assert w == value_window()
 
 
 def test_ids_read_back_from_json_are_made_compact_when_they_have_one_length() -> None:
@@ -252,7 +302,7 @@ def test_ids_read_back_from_json_are_made_compact_when_they_have_one_length() ->
     insert_value(w, 20.0, 1.0, "id-10")  # another length
     mixed = orjson.loads(orjson.dumps(w, default=jsonable))
     compact(mixed)
-    assert type(mixed["i"]) is list and mixed["i"][-1] == "id-10"
+    assert isinstance(mixed["i"], Ids) and mixed["i"][-2:] == ["id-9", "id-10"]
 
 
 def test_a_window_read_back_from_json_is_made_compact_and_answers_alike() -> None:
