@@ -58,13 +58,17 @@ class Floats(_Doubles):
         return self.tolist()
 
 
+WIDE = 64
+"""Bytes an `Ids` slot may have once ids differ in length (a blake2b or sha256 hex id, a uuid fit)."""
+
+
 class Ids:
     """The event ids of a value window as one bytearray of `width`-byte slots (UTF-8), read back as str:
     a window holds hundreds of thousands of them at a gateway, where a str object in a list costs 73 bytes
     more than its characters. While every id has one length (uuids, hashes, the ids agents make,
     zero-padded counters) a slot is just the id; once lengths differ, shorter ids are padded and `lens`
     holds each one's length (2 bytes more an id), and an id longer than all before widens every slot (once
-    per new width). Takes what the windows' code asks of a list of ids: len, index, slices (lists),
+    per new width). Ids of differing lengths over WIDE bytes are kept in a list instead (`too_wide`). Takes what the windows' code asks of a list of ids: len, index, slices (lists),
     iteration, append, insert and deleting a slice."""
 
     __slots__ = ("data", "lens", "width")
@@ -78,6 +82,12 @@ class Ids:
 
     def __len__(self) -> int:
         return len(self.data) // self.width if self.width else 0
+
+    def too_wide(self, event_id: str) -> bool:
+        """Whether `event_id` would make these ids of differing lengths in slots wider than WIDE bytes:
+        one long id among short ones would widen every slot, and a list is then cheaper."""
+        n = len(event_id.encode())
+        return bool(self.data) and n != self.width and max(n, self.width) > WIDE
 
     def _slot(self, raw: bytes) -> bytes:
         """`raw` as a slot (padded to the width, widening every slot first if it is longer), its length
@@ -184,14 +194,16 @@ def _doubles(values: list[Any]) -> bool:
 
 def compact(w: Window) -> None:
     """Make a value window read back from JSON (lists) as compact as one built here: Floats unless it
-    holds integers beyond EXACT, and Ids."""
+    holds integers beyond EXACT, Ids unless they are `too_wide`."""
     for key in ("t", "v"):
         values = w.get(key)
         if type(values) is list and _doubles(values):
             w[key] = Floats(values)
     ids = w.get("i")
     if type(ids) is list and "v" in w and all(type(x) is str for x in ids):
-        w["i"] = Ids(ids)
+        packed = Ids(ids)
+        if packed.lens is None or packed.width <= WIDE:
+            w["i"] = packed
 
 
 def position(t: list[float], ids: list[str], ts: float, event_id: str) -> int:
@@ -280,6 +292,8 @@ def insert_value(w: Window, ts: float, value: float, event_id: str) -> int:
             _build_blocks(w)  # block minima and maxima likewise
         _bound(w)
     ids: list[str] | Ids = w["i"]
+    if type(ids) is Ids and len(event_id) != ids.width and ids.too_wide(event_id):
+        w["i"] = ids = ids.tolist()  # until the window is empty again
     t: list[float] = w["t"]
     blocks = "bn" in w
     if t and ts <= t[-1]:

@@ -17,6 +17,7 @@ from hypothesis import strategies as st
 from reflexes.windows import (
     BLOCK,
     MAX_ENTRIES,
+    WIDE,
     Floats,
     Ids,
     Window,
@@ -289,6 +290,28 @@ def test_windows_with_ids_of_several_lengths_answer_alike() -> None:
     )
     evict_values(w, 1e9)  # emptied: it starts afresh
     assert w == value_window()
+
+
+def test_one_long_id_among_short_ones_turns_the_window_to_a_list_until_it_is_empty() -> None:
+    """Padding every 10-byte id to a 100-byte one's width would cost more than a list."""
+    w = value_window()
+    for k in range(3 * BLOCK):
+        insert_value(w, float(k), 1.0, f"short-{k:04d}")
+    insert_value(w, 500.0, 1.0, "x" * WIDE)  # as wide as a slot may get: still Ids
+    assert isinstance(w["i"], Ids) and w["i"].width == WIDE
+    long_id = "y" * (WIDE + 1)
+    assert insert_value(w, 1000.0, 2.0, long_id) == 3 * BLOCK + 1
+    assert type(w.get("i")) is list and w["i"][-3:] == ["short-0191", "x" * WIDE, long_id]
+    assert insert_value(w, 1000.0, 2.0, long_id) == -1
+    again = orjson.loads(orjson.dumps(w, default=jsonable))
+    compact(again)
+    assert type(again.get("i")) is list and again["i"] == w["i"]
+    evict_values(w, 1e9)
+    assert isinstance(w["i"], Ids)
+    only_long = value_window()  # ids all of one length, however long, stay Ids
+    for k in range(10):
+        insert_value(only_long, float(k), 1.0, f"{k}" * 100)
+    assert isinstance(only_long["i"], Ids) and only_long["i"][9] == "9" * 100
 
 
 def test_ids_read_back_from_json_are_made_compact_when_they_have_one_length() -> None:
