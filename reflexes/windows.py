@@ -89,10 +89,32 @@ class Ids:
         n = len(event_id.encode())
         return bool(self.data) and n != self.width and max(n, self.width) > WIDE
 
+    def holds(self, event_id: str, a: int, b: int) -> bool:
+        """Whether `event_id` is among the ids [a, b): one search of the bytes, not a str per id."""
+        return self._holds(event_id.encode(), a, b)
+
+    def _holds(self, raw: bytes, a: int, b: int) -> bool:
+        n, w = len(raw), self.width
+        data, lens = self.data, self.lens
+        if not n:
+            return lens is not None and 0 in lens[a:b]
+        if n > w or (n < w and lens is None):  # lens None: every id is w bytes long
+            return False
+        slot = raw if n == w else raw.ljust(w, b"\0")
+        start, stop = a * w, b * w
+        while (j := data.find(slot, start, stop)) >= 0:
+            if not j % w and (lens is None or lens[j // w] == n):
+                return True
+            start = (j // w + 1) * w  # across two slots, or a longer id's start: from the next slot
+        return False
+
     def _slot(self, raw: bytes) -> bytes:
         """`raw` as a slot (padded to the width, widening every slot first if it is longer), its length
         in `lens` from now on if it differs."""
         n, width = len(raw), self.width
+        if not n and not width:  # empty, and an empty id: a slot of one byte, its length 0 in `lens`
+            self.width, self.lens = 1, array("H")
+            return b"\0"
         if n > width:
             count = len(self)
             if count:
@@ -104,27 +126,39 @@ class Ids:
             return raw
         if self.lens is None:
             self.lens = array("H", [width]) * len(self)
-        return raw + bytes(width - n)
+        return raw.ljust(width, b"\0")
 
     def append(self, event_id: str) -> None:
         raw = event_id.encode()
-        n = len(raw)
-        if n != self.width:
-            raw = self._slot(raw)
-        if self.lens is not None:
-            self.lens.append(n)
+        n, w, lens = len(raw), self.width, self.lens
+        if n != w or not n:
+            raw = raw.ljust(w, b"\0") if lens is not None and 0 < n < w else self._slot(raw)
+            lens = self.lens
+        if lens is not None:
+            lens.append(n)
         self.data += raw
 
-    def insert(self, k: int, event_id: str) -> None:
-        """Put an id at index k (0 ≤ k ≤ len)."""
+    def insert(self, k: int, event_id: str, unless_in: int | None = None) -> bool:
+        """Put an id at index k (0 ≤ k ≤ len); with `unless_in`, only if it is not among the ids
+        [unless_in, k) (False then: nothing changed)."""
         raw = event_id.encode()
-        n = len(raw)
-        if n != self.width:
+        n, w = len(raw), self.width
+        if unless_in is not None and unless_in < k:
+            if n == w and self.lens is None:  # the usual case, inline: the engine's hottest path
+                start, stop = unless_in * w, k * w
+                while (j := self.data.find(raw, start, stop)) >= 0:
+                    if not j % w:
+                        return False
+                    start = (j // w + 1) * w
+            elif self._holds(raw, unless_in, k):
+                return False
+        if n != w or not n:
             raw = self._slot(raw)
+            w = self.width
         if self.lens is not None:
             self.lens.insert(k, n)
-        w = self.width
         self.data[k * w : k * w] = raw
+        return True
 
     @overload
     def __getitem__(self, k: int) -> str: ...
@@ -161,6 +195,11 @@ class Ids:
 
     def tolist(self) -> list[str]:
         return list(self)
+
+    def __sizeof__(self) -> int:
+        """With the bytes it holds (sys.getsizeof), as a list's size counts its slots."""
+        lens = self.lens.__sizeof__() if self.lens is not None else 0
+        return object.__sizeof__(self) + self.data.__sizeof__() + lens
 
     def __json__(self) -> list[str]:
         """Faust's JSON encoder (the brain's state tables) asks for this."""
@@ -201,9 +240,9 @@ def compact(w: Window) -> None:
             w[key] = Floats(values)
     ids = w.get("i")
     if type(ids) is list and "v" in w and all(type(x) is str for x in ids):
-        packed = Ids(ids)
-        if packed.lens is None or packed.width <= WIDE:
-            w["i"] = packed
+        lengths = {len(x.encode()) for x in ids}
+        if len(lengths) <= 1 or max(lengths) <= WIDE:  # else `too_wide`
+            w["i"] = Ids(ids)
 
 
 def position(t: list[float], ids: list[str], ts: float, event_id: str) -> int:
@@ -292,18 +331,33 @@ def insert_value(w: Window, ts: float, value: float, event_id: str) -> int:
             _build_blocks(w)  # block minima and maxima likewise
         _bound(w)
     ids: list[str] | Ids = w["i"]
-    if type(ids) is Ids and len(event_id) != ids.width and ids.too_wide(event_id):
+    if (
+        type(ids) is Ids
+        # only ids over WIDE bytes, or among slots over WIDE bytes, can be too wide (a character is ≤ 4 bytes)
+        and (
+            ids.width > WIDE or len(event_id) > WIDE or (len(event_id) > WIDE // 4 and not event_id.isascii())
+        )
+        and ids.too_wide(event_id)
+    ):
         w["i"] = ids = ids.tolist()  # until the window is empty again
     t: list[float] = w["t"]
     blocks = "bn" in w
     if t and ts <= t[-1]:
-        k, n = bisect_left(t, ts), len(t)
-        while k < n and t[k] == ts:  # position(), inline: this is the engine's hottest path
-            if ids[k] == event_id:
+        k = bisect_left(t, ts)
+        if type(ids) is Ids:
+            # after the readings at this very time (an agent stamps a whole read with one), if not among them
+            end = bisect_right(t, ts, k)
+            if not ids.insert(end, event_id, k):
                 return -1
-            k += 1
+            k = end
+        else:
+            n = len(t)
+            while k < n and t[k] == ts:  # position(), inline: this is the engine's hottest path
+                if ids[k] == event_id:
+                    return -1
+                k += 1
+            ids.insert(k, event_id)
         t.insert(k, ts)
-        ids.insert(k, event_id)
         w["v"].insert(k, value)
         if blocks:
             _into_block(w, ts, value)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import math
 import random
+import sys
 import tracemalloc
 from bisect import bisect_left, bisect_right
 from typing import Any
@@ -241,6 +242,9 @@ def test_ids_of_other_lengths_are_padded_or_widen_the_slots() -> None:
     del ids[1:3]
     assert ids.tolist() == ["\x00", "def", "g", "ab\x00"] and list(ids.lens) == [1, 3, 1, 3]
     assert Ids(["a", "bb", "ccc"]).tolist() == ["a", "bb", "ccc"]
+    empty = Ids(["", "a", ""])  # not an event's id (they are 1 to 128 characters), but kept like any
+    assert empty.tolist() == ["", "a", ""] and empty.holds("", 2, 3) and not empty.holds("", 1, 2)
+    assert sys.getsizeof(Ids(["x" * 16] * 1000)) > 16_000  # with its bytes, like a list with its slots
 
 
 @settings(max_examples=200, deadline=None)
@@ -249,7 +253,7 @@ def test_ids_of_other_lengths_are_padded_or_widen_the_slots() -> None:
         st.tuples(
             st.sampled_from(["append", "insert", "delete"]),
             st.integers(0, 50),
-            st.text(min_size=1, max_size=12),
+            st.text(st.sampled_from("ab\x00é"), min_size=1, max_size=6),  # NULs as an id's own characters
         ),
         max_size=60,
     )
@@ -269,6 +273,10 @@ def test_ids_behave_like_a_list_of_the_same_ids(ops: list[tuple[str, int, str]])
             del model[:k]
         assert len(ids) == len(model)
     assert ids.tolist() == model and ids[1:-1] == model[1:-1]
+    for a in range(len(model) + 1):  # `holds` finds exactly the ids a scan of the list finds
+        for b in range(a, min(a + 4, len(model)) + 1):
+            for event_id in {*model[a:b], *(x + "\x00" for x in model), *(x[:-1] for x in model), "x"}:
+                assert ids.holds(event_id, a, b) is (event_id in model[a:b]), (event_id, a, b)
 
 
 def test_windows_with_ids_of_several_lengths_answer_alike() -> None:
@@ -294,6 +302,10 @@ def test_windows_with_ids_of_several_lengths_answer_alike() -> None:
 
 def test_one_long_id_among_short_ones_turns_the_window_to_a_list_until_it_is_empty() -> None:
     """Padding every 10-byte id to a 100-byte one's width would cost more than a list."""
+    wide = value_window()  # as many characters as the slots have bytes, but twice the bytes
+    insert_value(wide, 0.0, 1.0, "a" * WIDE)
+    insert_value(wide, 1.0, 1.0, "é" * WIDE)
+    assert type(wide.get("i")) is list
     w = value_window()
     for k in range(3 * BLOCK):
         insert_value(w, float(k), 1.0, f"short-{k:04d}")
