@@ -193,6 +193,21 @@ class Ids:
     def __iter__(self) -> Iterator[str]:
         return (self._at(j) for j in range(len(self)))
 
+    def repack(self) -> None:
+        """Narrow the slots to the longest id still held, and keep no lengths once all are one: what a
+        long id, or ids of other lengths, made wide is given back once they have left the window."""
+        lens = self.lens
+        if lens is None or not lens:
+            return
+        top, low = max(max(lens), 1), min(lens)
+        w = self.width
+        if top < w:
+            data = self.data
+            self.data = bytearray(b"".join(data[j : j + top] for j in range(0, len(data), w)))
+            self.width = top
+        if low == top:
+            self.lens = None
+
     def tolist(self) -> list[str]:
         return list(self)
 
@@ -489,11 +504,15 @@ def evict_values(w: Window, horizon: float) -> None:
         for key in ("t", "i", "v"):
             del w[key][:n]
         _bound(w)
-        return
-    p = bisect_right(w["bt"], horizon, 1) - 1  # the block holding `horizon`: the ones before it are older
-    if p > 0:
+    else:
+        p = bisect_right(w["bt"], horizon, 1) - 1  # the block holding `horizon`: the ones before are older
+        if p <= 0:
+            return
         _drop_blocks(w, p)
         _bound(w)
+    ids = w["i"]
+    if type(ids) is Ids and ids.lens is not None:
+        ids.repack()
 
 
 def _blocks(w: Window, a: int, b: int) -> tuple[int, int, int, int] | None:

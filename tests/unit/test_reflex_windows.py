@@ -273,6 +273,9 @@ def test_ids_behave_like_a_list_of_the_same_ids(ops: list[tuple[str, int, str]])
         else:
             del ids[:k]
             del model[:k]
+            ids.repack()  # as evict_values does
+            if model:
+                assert ids.width == max(1, *(len(x.encode()) for x in model))
         assert len(ids) == len(model)
     assert ids.tolist() == model and ids[1:-1] == model[1:-1]
     for a in range(len(model) + 1):  # `holds` finds exactly the ids a scan of the list finds
@@ -322,6 +325,15 @@ def test_one_long_id_among_short_ones_turns_the_window_to_a_list_until_it_is_emp
     assert type(again.get("i")) is list and again["i"] == w["i"]
     evict_values(w, 1e9)
     assert isinstance(w["i"], Ids)
+    padded = value_window()  # slots widened by one long id narrow again once it has left
+    insert_value(padded, 0.0, 1.0, "x" * WIDE)
+    for k in range(1, 3 * BLOCK):
+        insert_value(padded, float(k), 1.0, f"short-{k:04d}")
+    assert padded["i"].width == WIDE and padded["i"].lens is not None
+    evict_values(padded, 2.0 * BLOCK)  # drops the first block, the long id with it
+    assert padded["i"].width == len("short-0001") and padded["i"].lens is None
+    first = int(padded["t"][0])
+    assert first > 0 and padded["i"].tolist() == [f"short-{k:04d}" for k in range(first, 3 * BLOCK)]
     only_long = value_window()  # ids all of one length, however long, stay Ids
     for k in range(10):
         insert_value(only_long, float(k), 1.0, f"{k}" * 100)
