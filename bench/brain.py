@@ -1,6 +1,6 @@
 """Benchmark of a real brain worker (`nerve brain run`, Faust) on the real Kafka.
 
-    python -m bench.brain [--quick] [--out DIR] [--profile | --no-profile]
+    python -m bench.brain [--quick | --short] [--out DIR] [--profile | --no-profile]
 
 Every worker is a subprocess with its own Faust app id (consumer group), topic prefix and datadir, all
 named after a random id of this run, so nothing another test or engineer runs is read or written; the
@@ -118,6 +118,7 @@ class Sizes:
 
 FULL = Sizes((1000.0, 5000.0), 10.0, 30.0, 200_000)
 QUICK = Sizes((1000.0,), 3.0, 5.0, 5_000)
+SHORT = Sizes((1000.0,), 3.0, 15.0, 50_000)  # ~90 s: enough to compare two commits back to back
 
 
 # ---------------------------------------------------------------- /proc, load
@@ -1111,8 +1112,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap = argparse.ArgumentParser(
         prog="python -m bench.brain", description="Benchmark of a real brain worker."
     )
-    ap.add_argument("--quick", action="store_true", help="small counts and one rate (< 90 s), for the tests")
-    ap.add_argument("--out", type=Path, default=Path(__file__).resolve().parent, help="report directory")
+    size = ap.add_mutually_exclusive_group()
+    size.add_argument(
+        "--quick", action="store_true", help="small counts and one rate (< 90 s), for the tests"
+    )
+    size.add_argument(
+        "--short",
+        action="store_true",
+        help="1,000/s for 15 s and a 50,000-event drain, no profile (~90 s): to compare commits, e.g. run "
+        "from a worktree of each, back to back; the report goes to var/bench-short unless --out says",
+    )
+    ap.add_argument("--out", type=Path, default=None, help="report directory (default: bench/)")
     prof = ap.add_mutually_exclusive_group()
     prof.add_argument("--profile", dest="profile", action="store_true", default=None, help="always profile")
     prof.add_argument("--no-profile", dest="profile", action="store_false", help="never profile")
@@ -1122,10 +1132,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     ap.add_argument("--max-wait", type=float, default=600.0, help="seconds to wait for it at most")
     args = ap.parse_args(argv)
-    sizes = QUICK if args.quick else FULL
+    sizes = QUICK if args.quick else SHORT if args.short else FULL
+    if args.out is None:
+        here = Path(__file__).resolve().parent
+        args.out = here.parent / "var" / "bench-short" if args.short else here
     want_profile: bool | None = args.profile
-    if args.quick and want_profile is None:
-        want_profile = False  # keeps --quick short; say --profile to have one anyway
+    if (args.quick or args.short) and want_profile is None:
+        want_profile = False  # keeps them short; say --profile to have one anyway
     t0 = time.monotonic()
     n_templates = max(sizes.throughput, *(int(r * sizes.latency_s) for r in sizes.rates))
     templates, buildings = build_templates(n_templates)
@@ -1155,6 +1168,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             raise
     data["config"] = {
         "quick": args.quick,
+        "short": args.short,
         "sizes": sizes.__dict__,
         "partitions": PARTITIONS,
         "lateness_margin_s": LATENESS_MARGIN_S,
