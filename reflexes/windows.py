@@ -116,26 +116,30 @@ class Ids:
             self.width, self.lens = 1, array("H")
             return b"\0"
         if n > width:
-            count = len(self)
-            if count:
-                if self.lens is None:
-                    self.lens = array("H", [width]) * count
-                pad, old = bytes(n - width), self.data
-                self.data = bytearray(b"".join(old[j : j + width] + pad for j in range(0, len(old), width)))
-            self.width = n
+            if self.lens is None and self.data:
+                self.lens = array("H", [width]) * len(self)
+            self._rewidth(n)
             return raw
         if self.lens is None:
             self.lens = array("H", [width]) * len(self)
         return raw.ljust(width, b"\0")
 
+    def _rewidth(self, width: int) -> None:
+        """Every slot cut or padded to `width` bytes."""
+        w, data = self.width, self.data
+        if data:
+            self.data = bytearray(
+                b"".join(data[j : j + w][:width].ljust(width, b"\0") for j in range(0, len(data), w))
+            )
+        self.width = width
+
     def append(self, event_id: str) -> None:
         raw = event_id.encode()
-        n, w, lens = len(raw), self.width, self.lens
-        if n != w or not n:
-            raw = raw.ljust(w, b"\0") if lens is not None and 0 < n < w else self._slot(raw)
-            lens = self.lens
-        if lens is not None:
-            lens.append(n)
+        n = len(raw)
+        if n != self.width or not n:
+            raw = self._slot(raw)
+        if self.lens is not None:
+            self.lens.append(n)
         self.data += raw
 
     def insert(self, k: int, event_id: str, unless_in: int | None = None) -> bool:
@@ -143,15 +147,8 @@ class Ids:
         [unless_in, k) (False then: nothing changed)."""
         raw = event_id.encode()
         n, w = len(raw), self.width
-        if unless_in is not None and unless_in < k:
-            if n == w and self.lens is None:  # the usual case, inline: the engine's hottest path
-                start, stop = unless_in * w, k * w
-                while (j := self.data.find(raw, start, stop)) >= 0:
-                    if not j % w:
-                        return False
-                    start = (j // w + 1) * w
-            elif self._holds(raw, unless_in, k):
-                return False
+        if unless_in is not None and unless_in < k and self._holds(raw, unless_in, k):
+            return False
         if n != w or not n:
             raw = self._slot(raw)
             w = self.width
@@ -200,11 +197,8 @@ class Ids:
         if lens is None or not lens:
             return
         top, low = max(max(lens), 1), min(lens)
-        w = self.width
-        if top < w:
-            data = self.data
-            self.data = bytearray(b"".join(data[j : j + top] for j in range(0, len(data), w)))
-            self.width = top
+        if top < self.width:
+            self._rewidth(top)
         if low == top:
             self.lens = None
 

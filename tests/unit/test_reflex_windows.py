@@ -413,10 +413,7 @@ def test_integers_beyond_what_a_double_holds_stay_exact() -> None:
     assert blocked["vh"] - blocked["vl"] == 2**60 and max(blocked["bh"]) == 2**60 + 1
 
 
-def test_the_engine_counts_the_readings_its_windows_hold() -> None:
-    """`stats()["readings"]`: the engine's state that grows with the event rate (an edge gauge)."""
-    e = engine(
-        """
+ROOM_AVERAGE = """
 - id: hot-room
   tier: edge
   when: {kind: temperature, avg: "> 400"}
@@ -424,7 +421,12 @@ def test_the_engine_counts_the_readings_its_windows_hold() -> None:
   per: room
   then: [{alert: {to: [fire]}}]
 """
-    )
+"""A 30 s room average that never fires: every reading of the last 30 s stays in its window."""
+
+
+def test_the_engine_counts_the_readings_its_windows_hold() -> None:
+    """`stats()["readings"]`: the engine's state that grows with the event rate (an edge gauge)."""
+    e = engine(ROOM_AVERAGE)
     run(e, *[ev("temperature", 20, t) for t in range(50)])
     assert 31 <= e.stats()["readings"] < 50  # at least the last 30 s; older readings evicted
     assert e.stats()["windows"] == 1
@@ -433,16 +435,7 @@ def test_the_engine_counts_the_readings_its_windows_hold() -> None:
 def test_the_engine_keeps_a_reading_in_little_more_than_its_id_s_bytes() -> None:
     """Through Engine.process, not only the window: nothing else on the way (the event, its id string, an
     index or a cache) stays alive per reading. A 30 s room average at an edge keeps every reading."""
-    e = engine(
-        """
-- id: room-heat
-  tier: edge
-  when: {kind: temperature, avg: "> 90"}
-  within: 30s
-  per: room
-  then: [{alert: {to: [ops]}}]
-"""
-    )
+    e = engine(ROOM_AVERAGE)
     rooms = [f"d/c/b/f1/r{k}" for k in range(10)]
 
     def events(a: int, b: int) -> list[SensorEvent]:
