@@ -13,7 +13,7 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 import pytest
@@ -112,6 +112,35 @@ def test_urgent_appended_during_a_telemetry_drain_goes_first(spool: Spool) -> No
     assert values(spool.peek(2)) == [b"URGENT-0", b"TELEMETRY-2"]
     spool.remove(i for i, _ in spool.peek(1))
     assert values(spool.peek(10)) == [f"TELEMETRY-{n}".encode() for n in range(2, 6)]
+
+
+def test_a_class_outgrowing_its_memory_tail_reads_on_from_disk_and_back(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    size = stored_size(rec(T, 0, size=40))
+    monkeypatch.setattr(spool_module, "_TAIL_BYTES", 4 * size)  # four telemetry records stay in memory
+    path = tmp_path / "spool"
+
+    def names(records: Iterable[SpoolRecord]) -> list[str]:
+        return [r.value.rstrip(b".").decode() for r in records]
+
+    with Spool(path, max_bytes=BIG, sync=False) as s:
+        s.append([rec(T, n, size=40) for n in range(3)])
+        s.remove([s.peek(1)[0][0]])  # from memory
+        s.append([rec(T, n, size=40) for n in range(3, 8)])  # 7 stored: the tail gives up at record 5
+        s.append([rec(U, 0, size=40)])
+        assert names(r for _, r in s.peek(3)) == ["URGENT-0", "TELEMETRY-1", "TELEMETRY-2"]
+        batch = s.peek(5)
+        s.remove([batch[0][0], batch[2][0], batch[4][0]])  # urgent, 2 and 4: 1 and 3 stay in front
+        left = [f"TELEMETRY-{n}" for n in (1, 3, 5, 6, 7)]
+        assert names(r for _, r in s.peek(10)) == left
+        assert names(drain(s, 2)) == left
+        assert s.stats().telemetry == s.stats().urgent == s.stats().bytes == 0
+        s.append([rec(T, n, size=40) for n in range(8, 11)])  # drained empty: in memory again
+        s.remove([s.peek(1)[0][0]])
+    with Spool(path, max_bytes=BIG, sync=False) as s:  # what was removed from memory is gone on disk too
+        assert names(r for _, r in s.peek(10)) == ["TELEMETRY-9", "TELEMETRY-10"]
+        assert s.stats().telemetry == 2 and s.stats().bytes == 2 * size
 
 
 def test_records_round_trip_exactly(spool: Spool) -> None:
@@ -342,7 +371,9 @@ records_st = st.lists(
 
 
 class SpoolModel(RuleBasedStateMachine):
-    """Random append/peek/remove/reopen against two lists; the bound drops the model's oldest telemetry."""
+    """Random append/peek/remove/reopen against two lists; the bound drops the model's oldest telemetry.
+    The in-memory tail of a class holds up to `tail_bytes`: with small ones, classes keep going from memory
+    to RocksDB and back (after being drained empty) in one run."""
 
     def __init__(self) -> None:
         super().__init__()
@@ -351,8 +382,9 @@ class SpoolModel(RuleBasedStateMachine):
         self.seen: list[SpoolId] = []
         self.dropped = 0
 
-    @initialize(max_bytes=st.sampled_from([BIG, 300]))
-    def open(self, max_bytes: int) -> None:
+    @initialize(max_bytes=st.sampled_from([BIG, 300]), tail_bytes=st.sampled_from([1 << 20, 0, 60, 200]))
+    def open(self, max_bytes: int, tail_bytes: int) -> None:
+        self.tail_bytes, spool_module._TAIL_BYTES = spool_module._TAIL_BYTES, tail_bytes
         self.max_bytes = max_bytes
         self.spool = Spool(self.dir / "spool", max_bytes=max_bytes, sync=False)
 
@@ -405,11 +437,13 @@ class SpoolModel(RuleBasedStateMachine):
     def teardown(self) -> None:
         if hasattr(self, "spool"):
             self.spool.close()
+        if hasattr(self, "tail_bytes"):
+            spool_module._TAIL_BYTES = self.tail_bytes
         shutil.rmtree(self.dir, ignore_errors=True)
 
 
 SpoolModel.TestCase.settings = settings(
-    max_examples=60, stateful_step_count=30, deadline=None, suppress_health_check=[HealthCheck.too_slow]
+    max_examples=100, stateful_step_count=30, deadline=None, suppress_health_check=[HealthCheck.too_slow]
 )
 TestSpoolModel = SpoolModel.TestCase
 
