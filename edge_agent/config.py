@@ -182,9 +182,10 @@ class KafkaSettings(KafkaAuth):
     compression: Literal["none", "gzip", "snappy", "lz4", "zstd"] = "zstd"
     request_timeout_ms: Annotated[int, Field(ge=1)] = 10_000
     actuation_log: Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9._-]+$")] | None = Field(
-        default="commands",
+        default="edge-actuations",
         description="Topic (after the prefix) where the agent logs the commands it actuated itself; null: "
-        "none. A secured city uses its own topic (e.g. edge-actuations): only the brain may write commands.",
+        "none. Not `commands`: every gateway reads that one, and would receive the whole city's local "
+        "actuations (its own included), and in a secured city only the brain may write it.",
     )
 
 

@@ -72,15 +72,19 @@ async def test_gas_reading_closes_the_valve_in_milliseconds(
     )
     record_property("reflex_latency_ms_max", round(latencies[-1] * 1e3, 2))  # type: ignore[operator]
     assert latencies[-1] < 0.5
+    inside = gateway.site.encode() + b"/"  # the keys of commands to this gateway's rooms
     records = await read_topics(
         gateway.kafka,
-        [gateway.prefix + t for t in ("events", "alerts", "commands")],
+        [gateway.prefix + t for t in ("events", "alerts", "commands", "edge-actuations")],
         lambda rs: (
-            sum(1 for r in rs if r[0].endswith("commands")) >= 5
+            sum(1 for r in rs if r[0].endswith("edge-actuations") and (r[2] or b"").startswith(inside)) >= 5
             and sum(1 for r in rs if b'"gas"' in r[3]) >= 5
         ),
         30,
     )
+    # its own actuations are logged (in the same spool writes as the alerts), but not on the downlink's
+    # topic, which every gateway reads (and the prefix is this test's own: nobody else writes there)
+    assert not [r for r in records if r[0].endswith(".commands")]
     gas = [r for r in records if r[0].endswith(".events") and b'"kind":"gas"' in r[3]]
     assert {r[2] for r in gas} == {gateway.site.encode()}  # keyed by the building path
     assert sum(1 for r in records if r[0].endswith(".alerts")) == 5

@@ -7,6 +7,8 @@ from pathlib import Path
 
 import pytest
 
+from brain_bridge.config import BrainConfig
+from brain_bridge.topics import brain_topics
 from edge_agent.config import ConfigError, EdgeConfig, load_config
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "edge" / "gateway.yaml"
@@ -79,6 +81,19 @@ def test_topic_adds_the_prefix(tmp_path: Path) -> None:
     ]
     custom = load_config(write(tmp_path, MINIMAL + "kafka: {prefix: 'city7.'}\n"))
     assert custom.topic("events") == "city7.events"
+
+
+def test_own_actuations_are_logged_where_the_brain_creates_a_topic_and_no_gateway_reads(
+    tmp_path: Path,
+) -> None:
+    config = load_config(write(tmp_path, MINIMAL))
+    assert config.kafka.actuation_log is not None
+    logged = config.topic(config.kafka.actuation_log)
+    assert logged != config.topic("commands")  # the downlink's topic: every gateway would read them
+    assert logged in brain_topics(BrainConfig(worker="w1"), None)
+    assert (
+        load_config(write(tmp_path, MINIMAL + "kafka: {actuation_log: null}\n")).kafka.actuation_log is None
+    )
 
 
 def test_relative_paths_are_relative_to_the_config_file(tmp_path: Path) -> None:
