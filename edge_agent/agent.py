@@ -62,7 +62,10 @@ class EdgeAgent:
         self.recent = RecentIds(config.dedup_window)
         self.ledger = CommandLedger()
         self.spool = Spool(
-            Path(config.spool.path) / "queue", max_bytes=config.spool.max_bytes, sync=config.spool.sync
+            Path(config.spool.path) / "queue",
+            max_bytes=config.spool.max_bytes,
+            sync=config.spool.sync,
+            when_full=config.spool.when_full,
         )
         self.uplink = Uplink(
             self.spool,
@@ -281,7 +284,7 @@ class EdgeAgent:
         pause = SPOOL_RETRY_S
         while True:
             try:
-                await asyncio.to_thread(self.spool.append, records)
+                stored = await asyncio.to_thread(self.spool.append, records)
             except SpoolWriteError as e:
                 if self._stopping:
                     log.error("spool write failed at shutdown; unacknowledged input stays with the broker")
@@ -290,7 +293,7 @@ class EdgeAgent:
                 await asyncio.sleep(pause)
                 pause = min(pause * 2, 20 * SPOOL_RETRY_S)
                 continue
-            self.metrics.spooled.inc(len(records))
+            self.metrics.spooled.inc(stored)  # not what the spool refused (spool.when_full)
             self.uplink.wake()
             return True
 

@@ -26,6 +26,7 @@ from pydantic_core import PydanticCustomError
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 from edge_agent.ingest import SitePlan, TemplateError, TopicTemplate
+from edge_agent.spool import WhenFull
 from schemas.credentials import KafkaAuth, MqttAuth, resolve_auth_paths
 from schemas.fields import Kind, Name, SitePath, Unit
 
@@ -196,6 +197,13 @@ class SpoolSettings(_Section):
         default=Path("var/spool/{gateway}"), description="{gateway} is replaced by the gateway id."
     )
     max_bytes: Annotated[int, Field(gt=0)] = 256 * 1024 * 1024
+    when_full: WhenFull = Field(
+        default="drop_oldest_telemetry",
+        description="What goes when the spool holds max_bytes: the oldest telemetry (the brain gets the "
+        "latest readings when the uplink returns), or drop_new_telemetry: new readings that do not fit "
+        "(it gets the first hours of the outage, without gaps). Alerts, commands and dead letters are "
+        "always kept; they make room by dropping the oldest telemetry.",
+    )
     sync: bool = Field(default=True, description="fsync each write, so that a power cut loses nothing.")
 
 

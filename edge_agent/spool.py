@@ -19,7 +19,7 @@ from enum import IntEnum
 from itertools import islice
 from pathlib import Path
 from types import TracebackType
-from typing import NewType, Self
+from typing import Literal, NewType, Self, get_args
 
 from rocksdict import BlockBasedOptions, Cache, Options, Rdict, ReadOptions, WriteBatch, WriteOptions
 
@@ -47,6 +47,10 @@ _BLOCK_CACHE = 1 << 20
 # agent more CPU (7.6 µs a record) than writing them. A class whose records outgrow it (Kafka is away)
 # is read from RocksDB again, until it has been drained empty.
 _TAIL_BYTES = 1 << 20
+
+
+WhenFull = Literal["drop_oldest_telemetry", "drop_new_telemetry"]
+WHEN_FULL: tuple[WhenFull, ...] = get_args(WhenFull)
 
 
 class Priority(IntEnum):
@@ -171,13 +175,20 @@ class Spool:
     event loop: appends are serialised among themselves (so keys become visible in sequence order),
     and one short-held lock guards the counters, the peek cursors and the size cache."""
 
-    def __init__(self, path: Path, *, max_bytes: int, sync: bool = True) -> None:
+    def __init__(
+        self, path: Path, *, max_bytes: int, sync: bool = True, when_full: WhenFull = "drop_oldest_telemetry"
+    ) -> None:
         """Open or recover the spool at `path` (a directory); `max_bytes` bounds the stored record
-        bytes, beyond which the oldest telemetry is dropped; `sync` fsyncs the WAL on every append."""
+        bytes. Beyond it, `when_full` drops telemetry: the oldest stored (`drop_oldest_telemetry`), or the
+        new that does not fit (`drop_new_telemetry`); urgent records are always stored, making room by
+        dropping the oldest telemetry. `sync` fsyncs the WAL on every append."""
         if max_bytes <= 0:
             raise ValueError(f"max_bytes must be positive, got {max_bytes}")
+        if when_full not in WHEN_FULL:
+            raise ValueError(f"when_full must be one of {', '.join(WHEN_FULL)}, got {when_full!r}")
         self.path = path
         self.max_bytes = max_bytes
+        self.when_full = when_full
         try:
             path.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
@@ -236,11 +247,13 @@ class Spool:
             it.next()
         return next_seq
 
-    def append(self, records: Sequence[SpoolRecord]) -> None:
+    def append(self, records: Sequence[SpoolRecord]) -> int:
         """Store `records` in one atomic batch, durable on return when `sync` is set; then, if the
-        spool holds more than `max_bytes`, drop the oldest telemetry until it does not."""
+        spool holds more than `max_bytes`, drop the oldest telemetry until it does not. Under
+        `drop_new_telemetry`, telemetry that would take it over `max_bytes` is not stored. Returns how
+        many of `records` were stored."""
         if not records:
-            return
+            return 0
         with self._append_lock:
             self._check_open()
             batch = WriteBatch(raw_mode=True)
@@ -248,16 +261,31 @@ class Spool:
             size = 0
             seq = self._next_seq
             entries: list[tuple[SpoolId, SpoolRecord, int]] = []
+            refused = refused_bytes = 0
+            room = None
+            if self.when_full == "drop_new_telemetry":
+                with self._lock:  # removes only make more room meanwhile
+                    room = self.max_bytes - self._bytes
             for record in records:
                 if record.priority not in added:
                     raise ValueError(f"not a spool priority: {record.priority!r}")
                 value = _encode(record)
+                if room is not None:
+                    if record.priority is Priority.TELEMETRY and len(value) > room:
+                        refused += 1
+                        refused_bytes += len(value)
+                        continue
+                    room -= len(value)
                 key = SpoolId(_KEY.pack(record.priority, seq))
                 batch.put(key, value)
                 entries.append((key, record, len(value)))
                 added[record.priority] += 1
                 size += len(value)
                 seq += 1
+            if not entries:  # every record was new telemetry that did not fit
+                with self._lock:
+                    self._count_drops(refused, refused_bytes)
+                return 0
             batch.put(_META_NEXT_SEQ, _SEQ.pack(seq))
             self._next_seq = seq  # even if the write fails: an id is never reused
             try:
@@ -276,7 +304,14 @@ class Spool:
                 self._visible_seq = seq
                 self._into_tails(entries)
                 dropped, dropped_bytes = self._drop_oldest_telemetry()
-                self._log_drops(dropped, dropped_bytes)
+                self._count_drops(refused + dropped, refused_bytes + dropped_bytes)
+            return len(entries)
+
+    def _count_drops(self, n: int, size: int) -> None:
+        """With the lock held: count and log `n` telemetry records of `size` bytes dropped by an append."""
+        self._dropped += n
+        self._dropped_bytes += size
+        self._log_drops(n, size)
 
     def _into_tails(self, entries: list[tuple[SpoolId, SpoolRecord, int]]) -> None:
         """With the lock held: add appended records to their class's tail, or give up a tail they overflow."""
@@ -330,8 +365,6 @@ class Spool:
                 return 0, 0
             self._counts[Priority.TELEMETRY] -= n
             self._bytes -= size
-            self._dropped += n
-            self._dropped_bytes += size
             self._tail_again(Priority.TELEMETRY)
         return n, size
 
@@ -343,15 +376,22 @@ class Spool:
         if ep is None:
             if n:
                 self._episode = _DropEpisode(now)
+                what = (
+                    "the %d oldest telemetry records"
+                    if self.when_full == "drop_oldest_telemetry"
+                    else "%d telemetry records (new ones that did not fit; old ones only for urgent records)"
+                )
                 log.warning(
-                    "spool %s over %d bytes: dropped the %d oldest telemetry records (%d bytes); "
-                    "further drops are summarised",
+                    "spool %s over %d bytes: dropped " + what + " (%d bytes); further drops are summarised",
                     self.path, self.max_bytes, n, size,
                 )  # fmt: skip
             return
         ep.records += n
         ep.bytes += size
-        ending = self._closed or (not n and self._bytes <= self.max_bytes)
+        # Refusing new telemetry keeps the spool just under its bound, where a small record may still fit:
+        # that is not the end of the episode, a drain is.
+        limit = self.max_bytes if self.when_full == "drop_oldest_telemetry" else 0.9 * self.max_bytes
+        ending = self._closed or (not n and self._bytes <= limit)
         if ep.records and (ending or now - ep.since >= _DROP_LOG_INTERVAL):
             log.warning(
                 "spool %s: dropped %d more telemetry records (%d bytes) in %.0f s%s",

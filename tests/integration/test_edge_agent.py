@@ -13,7 +13,8 @@ from pathlib import Path
 import orjson
 import pytest
 
-from tests.integration.edge_kit import Gateway, MqttProbe, launcher, read_topics, wait_until
+from edge_agent.spool import Spool
+from tests.integration.edge_kit import Gateway, MqttProbe, free_port, launcher, read_topics, wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -366,3 +367,50 @@ async def test_an_agent_whose_uplink_fails_stops_and_exits_1_for_its_supervisor(
     messages = [r.getMessage() for r in caplog.records]
     assert "uplink failed; the agent stops" in messages
     assert messages.index("uplink failed; the agent stops") < messages.index("edge agent stopped")
+
+
+async def test_a_full_spool_that_drops_new_telemetry_keeps_the_first_readings_and_every_alert(
+    gateway: Gateway, probe: MqttProbe
+) -> None:
+    """`spool.when_full: drop_new_telemetry` with Kafka unreachable from the start: the spool keeps the
+    outage's first readings without a gap, refuses the later ones (counted), and keeps every alert."""
+    config = gateway.tmp / "gateway.yaml"
+    text = config.read_text()
+    text = text.replace(f'bootstrap: "{gateway.kafka}"', f'bootstrap: "127.0.0.1:{free_port()}"')
+    text = text.replace("spool:\n", "spool:\n  max_bytes: 40000\n  when_full: drop_new_telemetry\n")
+    config.write_text(text)
+    gateway.start()
+    uid = gateway.uid
+    for room in range(5):  # alerts and commands first; they are kept whatever comes after
+        probe.publish(f"{uid}/f9/r{room}/gas-{room}/gas", event(10_000 + room, 20))
+    wait_until(lambda: len(probe.on(f"{uid}/cmd/")) >= 5, 30, "local actuation without Kafka")
+    n = 600  # some 250 bytes each: about 150 fit
+    for i in range(n):
+        probe.publish(f"{uid}/f1/r{i % 20}/t-{i % 50}/temperature", event(i, i % 30), wait=False)
+    probe.publish(f"{uid}/f1/r0/t-0/temperature", event(n, 1)).wait_for_publish(30)
+    wait_until(
+        lambda: (
+            (gateway.metric("nerve_edge_events_in_total") or 0) >= n + 6
+            and (gateway.metric("nerve_edge_spool_dropped_telemetry") or 0) > 0
+        ),
+        60,
+        "every reading to be taken and the spool to refuse some",
+    )
+    dropped = gateway.metric("nerve_edge_spool_dropped_telemetry")
+    spooled = gateway.metric("nerve_edge_spooled_total")
+    assert gateway.stop() == 0
+    with Spool(gateway.tmp / "spool" / "queue", max_bytes=40_000) as spool:
+        stats = spool.stats()
+        kept = [r for _, r in spool.peek(10 * n)]
+    readings = [
+        orjson.loads(r.value)["id"] for r in kept if r.topic.endswith(".events") and b"temperature" in r.value
+    ]
+    assert readings == [f"ev-{i}" for i in range(len(readings))]  # the first ones, without a gap
+    assert 50 < len(readings) < n
+    alerts = {orjson.loads(r.value)["evidence"][0] for r in kept if r.topic.endswith(".alerts")}
+    assert alerts == {f"ev-{10_000 + room}" for room in range(5)}
+    assert stats.bytes <= 40_000
+    assert dropped is not None and dropped >= n - len(readings)
+    assert (
+        spooled is not None and spooled <= stats.urgent + stats.telemetry
+    )  # refused records are not counted

@@ -66,9 +66,18 @@ def test_loads_a_file_with_defaults(tmp_path: Path) -> None:
     )
     assert config.spool.path == Path("var/spool/gw-yuelu-c12-b3")
     assert (config.spool.max_bytes, config.spool.sync) == (256 * 1024 * 1024, True)
+    assert config.spool.when_full == "drop_oldest_telemetry"
     assert config.sensors is None
     assert (config.lateness_margin_s, config.heartbeat_s) == (1.0, 10.0)
     assert (config.metrics_port, config.dedup_window) == (9464, 20_000)
+
+
+def test_the_spool_policy_is_one_of_two(tmp_path: Path) -> None:
+    chosen = load_config(write(tmp_path, MINIMAL + "spool: {when_full: drop_new_telemetry}\n"))
+    assert chosen.spool.when_full == "drop_new_telemetry"
+    [problem] = problems(write(tmp_path, MINIMAL + "spool: {when_full: drop_newest}\n"))
+    assert "gateway.yaml: spool.when_full: " in problem
+    assert "'drop_oldest_telemetry' or 'drop_new_telemetry'" in problem
 
 
 def test_topic_adds_the_prefix(tmp_path: Path) -> None:

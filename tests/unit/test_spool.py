@@ -24,6 +24,7 @@ from rocksdict import Options, Rdict
 
 from edge_agent import spool as spool_module
 from edge_agent.spool import (
+    WHEN_FULL,
     Priority,
     Spool,
     SpoolClosedError,
@@ -33,6 +34,7 @@ from edge_agent.spool import (
     SpoolRecord,
     SpoolUnavailableError,
     SpoolWriteError,
+    WhenFull,
 )
 
 U, T = Priority.URGENT, Priority.TELEMETRY
@@ -210,6 +212,41 @@ def test_bound_drops_the_oldest_telemetry_never_urgent(
         assert f"({4 * size} bytes)" in line.getMessage()
 
 
+def test_drop_new_telemetry_keeps_the_oldest_and_still_stores_urgent(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    size = stored_size(rec(T, 0, 100))
+    with Spool(tmp_path / "spool", max_bytes=10 * size, sync=False, when_full="drop_new_telemetry") as s:
+        assert s.append([rec(T, n, 100) for n in range(8)]) == 8
+        with caplog.at_level(logging.WARNING, logger="nerve.edge.spool"):
+            assert s.append([rec(T, n, 100) for n in range(8, 12)]) == 2  # 10 and 11 do not fit
+            assert s.append([rec(T, 12, 100)]) == 0
+            # urgent records are always stored: the oldest telemetry makes room
+            assert s.append([rec(U, 0, 100), rec(U, 1, 100)]) == 2
+        stats = s.stats()
+        assert (stats.urgent, stats.telemetry, stats.bytes) == (2, 8, 10 * size)
+        assert (stats.dropped_telemetry, stats.dropped_bytes) == (5, 5 * size)
+        assert [r.value.rstrip(b".") for _, r in s.peek(100)] == [b"URGENT-0", b"URGENT-1"] + [
+            f"TELEMETRY-{n}".encode() for n in range(2, 10)
+        ]
+        [line] = caplog.records
+        assert "dropped 2 telemetry records (new ones that did not fit" in line.getMessage()
+        with caplog.at_level(logging.WARNING, logger="nerve.edge.spool"):
+            assert s.append([rec(T, 13, 10)]) == 0  # a smaller one fits no better: the episode goes on
+            drain(s, 100)
+            assert s.append([rec(T, 99, 100)]) == 1  # drained: the episode ends with its summary
+        assert len(caplog.records) == 2
+        assert "dropped 4 more telemetry records" in caplog.records[1].getMessage()
+        assert "within bound again" in caplog.records[1].getMessage()
+
+
+def test_an_unknown_policy_is_refused_naming_the_choices(tmp_path: Path) -> None:
+    with pytest.raises(
+        ValueError, match="when_full must be one of drop_oldest_telemetry, drop_new_telemetry"
+    ):
+        Spool(tmp_path / "spool", max_bytes=BIG, when_full="drop_everything")  # type: ignore[arg-type]
+
+
 def test_urgent_alone_may_exceed_the_bound(tmp_path: Path) -> None:
     with Spool(tmp_path / "spool", max_bytes=500, sync=False) as s:
         s.append([rec(T, 0, 100)])
@@ -371,7 +408,8 @@ records_st = st.lists(
 
 
 class SpoolModel(RuleBasedStateMachine):
-    """Random append/peek/remove/reopen against two lists; the bound drops the model's oldest telemetry.
+    """Random append/peek/remove/reopen against two lists; the bound drops the model's oldest telemetry, or
+    (drop_new_telemetry) the new telemetry that does not fit.
     The in-memory tail of a class holds up to `tail_bytes`: with small ones, classes keep going from memory
     to RocksDB and back (after being drained empty) in one run."""
 
@@ -382,17 +420,30 @@ class SpoolModel(RuleBasedStateMachine):
         self.seen: list[SpoolId] = []
         self.dropped = 0
 
-    @initialize(max_bytes=st.sampled_from([BIG, 300]), tail_bytes=st.sampled_from([1 << 20, 0, 60, 200]))
-    def open(self, max_bytes: int, tail_bytes: int) -> None:
+    @initialize(
+        max_bytes=st.sampled_from([BIG, 300]),
+        tail_bytes=st.sampled_from([1 << 20, 0, 60, 200]),
+        when_full=st.sampled_from(WHEN_FULL),
+    )
+    def open(self, max_bytes: int, tail_bytes: int, when_full: WhenFull) -> None:
         self.tail_bytes, spool_module._TAIL_BYTES = spool_module._TAIL_BYTES, tail_bytes
-        self.max_bytes = max_bytes
-        self.spool = Spool(self.dir / "spool", max_bytes=max_bytes, sync=False)
+        self.max_bytes, self.when_full = max_bytes, when_full
+        self.spool = Spool(self.dir / "spool", max_bytes=max_bytes, sync=False, when_full=when_full)
 
     @rule(records=records_st)
     def append(self, records: list[SpoolRecord]) -> None:
-        self.spool.append(records)
+        stored = self.spool.append(records)
+        room = self.max_bytes - sum(stored_size(r) for c in self.model.values() for r, _ in c)
+        kept = 0
         for r in records:
+            if self.when_full == "drop_new_telemetry":
+                if r.priority is T and stored_size(r) > room:
+                    self.dropped += 1
+                    continue
+                room -= stored_size(r)
             self.model[r.priority].append((r, None))
+            kept += 1
+        assert stored == kept
         while (
             sum(stored_size(r) for c in self.model.values() for r, _ in c) > self.max_bytes and self.model[T]
         ):
@@ -422,7 +473,7 @@ class SpoolModel(RuleBasedStateMachine):
     @rule()
     def reopen(self) -> None:
         self.spool.close()
-        self.spool = Spool(self.dir / "spool", max_bytes=self.max_bytes, sync=False)
+        self.spool = Spool(self.dir / "spool", max_bytes=self.max_bytes, sync=False, when_full=self.when_full)
         self.dropped = 0  # dropped totals count since open
 
     @invariant()
