@@ -92,6 +92,9 @@ def test_memory_and_outage_drain_are_reported(report: tuple[dict[str, Any], str]
     assert _positive(rss["idle_mb"])
     assert rss["peak_mb"] >= rss["idle_mb"] * 0.9  # a peak is not far below the idle reading
     assert rss["engine_readings_max"] > 0  # the agent's nerve_edge_engine_readings: its windows' size
+    rx = data["reflex"]["1000"]
+    assert rss["idle_mb"] * 0.9 <= rx["rss_hwm_mb"] <= rss["peak_mb"]  # the reflex runs come first
+    assert rx["engine_readings_max"] > 0
     outage = data["outage"]
     assert outage["spooled"] >= outage["events"] > 0
     assert outage["delivered"] == outage["events"]
