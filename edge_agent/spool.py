@@ -271,7 +271,7 @@ class Spool:
                     raise ValueError(f"not a spool priority: {record.priority!r}")
                 value = _encode(record)
                 if room is not None:
-                    if record.priority is Priority.TELEMETRY and len(value) > room:
+                    if record.priority == Priority.TELEMETRY and len(value) > room:
                         refused += 1
                         refused_bytes += len(value)
                         continue
@@ -293,10 +293,16 @@ class Spool:
                 # loop that runs the reflexes; flush_wal(sync) makes the same bytes durable with the GIL
                 # released, so the loop keeps going while the spool writer thread waits on the disk.
                 self._db.write(batch, self._lazy_write)
-                if self._sync:
-                    self._db.flush_wal(True)
             except Exception as exc:
                 raise SpoolWriteError(f"spool {self.path}: append of {len(records)} failed: {exc}") from exc
+            unsynced: Exception | None = None
+            if self._sync:
+                try:
+                    self._db.flush_wal(True)
+                except Exception as exc:
+                    unsynced = exc
+            # Stored either way: counted and served (the caller's retry after an unsynced write stores a
+            # second copy, which the ids make harmless), so that counts, tails and cursors stay true.
             with self._lock:
                 for priority, n in added.items():
                     self._counts[priority] += n
@@ -305,6 +311,10 @@ class Spool:
                 self._into_tails(entries)
                 dropped, dropped_bytes = self._drop_oldest_telemetry()
                 self._count_drops(refused + dropped, refused_bytes + dropped_bytes)
+            if unsynced is not None:
+                raise SpoolWriteError(
+                    f"spool {self.path}: append of {len(records)} stored but not synced: {unsynced}"
+                ) from unsynced
             return len(entries)
 
     def _count_drops(self, n: int, size: int) -> None:
@@ -346,8 +356,9 @@ class Spool:
             self._tail[Priority.TELEMETRY] = None
         batch = WriteBatch(raw_mode=True)
         n = size = 0
+        cursor = self._cursor[Priority.TELEMETRY]
         it = self._db.iter(self._bounds[Priority.TELEMETRY])
-        it.seek(self._cursor[Priority.TELEMETRY])
+        it.seek(cursor)
         while it.valid() and self._bytes - size > self.max_bytes:
             key: bytes = it.key()
             batch.delete(key)
@@ -360,7 +371,8 @@ class Spool:
             try:
                 self._db.write(batch, self._lazy_write)
             except Exception:
-                # The append itself is stored; the next append retries the drop.
+                # The append itself is stored; the next append retries the drop, from the same record.
+                self._cursor[Priority.TELEMETRY] = cursor
                 log.exception("spool %s: dropping %d telemetry records failed", self.path, n)
                 return 0, 0
             self._counts[Priority.TELEMETRY] -= n
@@ -418,12 +430,17 @@ class Spool:
                     # Every key below the last completed append is gone: skip their tombstones next time.
                     self._cursor[priority] = _KEY.pack(priority, self._visible_seq)
                     continue
+                # An append under way has its records in RocksDB before it counts them: they are not
+                # served before it has (removed meanwhile, they would be counted after they were gone).
+                end = _KEY.pack(priority, self._visible_seq)
                 it = self._db.iter(self._bounds[priority])
                 it.seek(self._cursor[priority])
                 if it.valid():
-                    self._cursor[priority] = it.key()
+                    self._cursor[priority] = min(it.key(), end)
                 while it.valid() and len(out) < limit:
                     key: bytes = it.key()
+                    if key >= end:
+                        break
                     value: bytes = it.value()
                     self._sizes[key] = len(value)
                     out.append((SpoolId(key), _decode(key, value)))

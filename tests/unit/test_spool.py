@@ -20,7 +20,7 @@ import pytest
 from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, precondition, rule
-from rocksdict import Options, Rdict
+from rocksdict import Options, Rdict, WriteBatch, WriteOptions
 
 from edge_agent import spool as spool_module
 from edge_agent.spool import (
@@ -363,6 +363,89 @@ def test_an_unreadable_record_raises_corrupt(tmp_path: Path) -> None:
 
 
 # --- concurrency ------------------------------------------------------------------------------
+
+
+class GatedDb:
+    """The spool's Rdict, with `flush_wal` held (while `hold` is set) or failing (while `fail` is set):
+    the moment an append has written its batch but not yet counted it; and `write` failing on its
+    `fail_write`-th call."""
+
+    def __init__(self, db: Rdict) -> None:
+        self.db, self.hold, self.fail = db, False, False
+        self.inside, self.release = threading.Event(), threading.Event()
+        self.writes, self.fail_write = 0, 0
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(self.db, name)
+
+    def flush_wal(self, sync: bool) -> None:
+        if self.fail:
+            raise OSError("No space left on device")
+        if self.hold:
+            self.inside.set()
+            self.release.wait(30)
+        self.db.flush_wal(sync)
+
+    def write(self, batch: WriteBatch, options: WriteOptions | None = None) -> None:
+        self.writes += 1
+        if self.writes == self.fail_write:
+            raise OSError("I/O error")
+        self.db.write(batch, options)
+
+
+def test_an_append_under_way_is_not_served_before_it_is_counted(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(spool_module, "_TAIL_BYTES", 0)  # served from RocksDB, as after a long outage
+    with Spool(tmp_path / "spool", max_bytes=BIG, sync=True) as s:
+        s.append([rec(T, n) for n in range(5)])
+        gated = s._db = GatedDb(s._db)  # type: ignore[assignment]
+        gated.hold = True
+        writer = threading.Thread(target=s.append, args=([rec(T, 5)],))
+        writer.start()
+        try:
+            assert gated.inside.wait(30)  # record 5 is in RocksDB, not yet counted
+            assert [r.value for r in drain(s, 2)] == [f"TELEMETRY-{n}".encode() for n in range(5)]
+            assert s.stats().telemetry == 0
+        finally:
+            gated.release.set()
+            writer.join(30)
+        assert s.stats().telemetry == 1
+        assert [r.value for r in drain(s, 2)] == [b"TELEMETRY-5"]  # once, and counted right after
+        assert (s.stats().telemetry, s.stats().bytes) == (0, 0)
+        s._db = gated.db
+
+
+def test_an_append_written_but_not_synced_fails_and_stays_counted(tmp_path: Path) -> None:
+    with Spool(tmp_path / "spool", max_bytes=BIG, sync=True) as s:
+        gated = s._db = GatedDb(s._db)  # type: ignore[assignment]
+        gated.fail = True
+        with pytest.raises(SpoolWriteError, match="stored but not synced: No space left"):
+            s.append([rec(U, 0), rec(T, 0)])
+        gated.fail = False
+        s.append([rec(U, 0), rec(T, 0)])  # the caller's retry: a second copy, which ids make harmless
+        assert (s.stats().urgent, s.stats().telemetry) == (2, 2)
+        assert values(s.peek(10)) == [b"URGENT-0", b"URGENT-0", b"TELEMETRY-0", b"TELEMETRY-0"]
+        drain(s, 3)
+        assert (s.stats().urgent, s.stats().telemetry, s.stats().bytes) == (0, 0, 0)
+        s._db = gated.db
+
+
+def test_a_failed_drop_leaves_every_counted_record_served(tmp_path: Path) -> None:
+    size = stored_size(rec(T, 0, 100))
+    with Spool(tmp_path / "spool", max_bytes=4 * size, sync=False) as s:
+        s.append([rec(T, n, 100) for n in range(4)])
+        failing = s._db = GatedDb(s._db)  # type: ignore[assignment]
+        failing.fail_write = 2  # the append's own write succeeds, the drop's fails
+        s.append([rec(T, 4, 100), rec(T, 5, 100)])
+        assert s.stats().telemetry == 6  # over the bound until the next append retries the drop
+        assert [r.value.rstrip(b".") for _, r in s.peek(10)] == [f"TELEMETRY-{n}".encode() for n in range(6)]
+        s.append([rec(T, 6, 100)])  # the drop again, from the same oldest record
+        assert [r.value.rstrip(b".") for _, r in s.peek(10)] == [
+            f"TELEMETRY-{n}".encode() for n in range(3, 7)
+        ]
+        assert s.stats().dropped_telemetry == 3
+        s._db = failing.db
 
 
 def test_appends_from_a_thread_while_draining(spool: Spool) -> None:
