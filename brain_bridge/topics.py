@@ -16,10 +16,6 @@ from aiokafka.errors import TopicAlreadyExistsError
 from brain_bridge.config import BrainConfig
 from schemas.credentials import aiokafka_options
 
-# Where edge agents log the commands they actuated on their own (their `kafka.actuation_log` default):
-# created with the brain's topics, so that an unsecured city whose broker does not create topics has it.
-EDGE_ACTUATIONS = "edge-actuations"
-
 
 def brain_topics(
     config: BrainConfig, level_topic: str | None, department_topics: Iterable[str] = ()
@@ -32,7 +28,9 @@ def brain_topics(
     compacted = {"cleanup.policy": "compact"}
     topics: dict[str, dict[str, str]] = {
         config.topic(name): {}
-        for name in ("events", "alerts", "commands", "acks", "deadletter", EDGE_ACTUATIONS)
+        # edge-actuations: where edge agents log what they actuated on their own (`kafka.actuation_log`),
+        # created here so that an unsecured city whose broker does not create topics has it
+        for name in ("events", "alerts", "commands", "acks", "deadletter", "edge-actuations")
     }
     topics[config.topic("rules")] = compacted
     topics[f"{config.app_id}-clock"] = {"retention.ms": str(3_600_000)}  # ticks are worthless after an hour

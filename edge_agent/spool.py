@@ -473,23 +473,27 @@ class Spool:
                     size += n
                 if last is not None:
                     batch.delete_range(tail[0][0], _KEY.pack(priority, _KEY.unpack(last)[1] + 1))
-            known: int | None
+            for priority in {_PRIORITIES[key[0]] for key in pending}:  # one pass over the rest of a tail
+                for key, _, n in islice(self._tail[priority] or (), front[priority], None):
+                    if key in pending:
+                        del pending[key]
+                        scattered.setdefault(priority, set()).add(key)
+                        batch.delete(key)
+                        removed[priority] += 1
+                        size += n
             for key in pending:
                 priority = _PRIORITIES[key[0]]
-                tail = self._tail[priority]
-                if tail is not None:  # it holds every record of the class: not in it, not stored
-                    known = next((n for sid, _, n in islice(tail, front[priority], None) if sid == key), None)
-                    if known is not None:
-                        scattered.setdefault(priority, set()).add(key)
-                else:
-                    known = self._sizes.pop(key, None)
-                    if known is None:
-                        value = self._db.get(key)
-                        known = None if value is None else len(value)
-                if known is not None:
-                    batch.delete(key)
-                    removed[priority] += 1
-                    size += known
+                if self._tail[priority] is not None:  # it holds every record of the class: not stored
+                    continue
+                known = self._sizes.pop(key, None)
+                if known is None:
+                    value = self._db.get(key)
+                    if value is None:
+                        continue
+                    known = len(value)
+                batch.delete(key)
+                removed[priority] += 1
+                size += known
             if batch.is_empty():
                 return
             try:
