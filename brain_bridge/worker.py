@@ -42,6 +42,7 @@ from faust.types import TP
 
 from brain_bridge import faust_fixes
 from brain_bridge.config import BrainConfig
+from brain_bridge.recovery_watch import RecoveryWatch
 from brain_bridge.store import TableStore
 from reflexes import Engine, RuleSet, RuleSetError
 from reflexes.deployment import decode_deployment
@@ -178,6 +179,7 @@ class Brain:
         app.agent(self.acks_topic, name="relay-acks")(self._relay_acks)
         app.timer(config.tick_s, on_leader=True, name="clock")(self._tick)
         app.task(self._follow_rules)
+        app.task(RecoveryWatch(app).run)
         app.on_partitions_revoked.connect(self._revoked)  # type: ignore[arg-type]  # mode types the receiver narrowly
         app.on_partitions_assigned.connect(self._assigned)  # type: ignore[arg-type]
 
