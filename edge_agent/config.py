@@ -242,11 +242,12 @@ class EdgeConfig(BaseSettings):
         default=9464, description="0 disables metrics."
     )
     dedup_window: Annotated[int, Field(ge=0)] = Field(
-        default=20_000,
+        default=8_192,
         description=(
-            "Recent event ids remembered; 0 disables. Redeliveries come from the few thousand messages in "
-            "flight at a reconnect (the link reads at most 2,048 ahead of ingest), so 20,000 (~2 MB) covers "
-            "them with room; the engine itself ignores a reading it already holds."
+            "Recent event ids remembered; 0 disables. Redeliveries come from the messages in flight at a "
+            "reconnect: at most the 2,048 the link reads ahead of ingest plus the broker's in-flight window "
+            "(1,000 in the shipped Mosquitto configs), so 8,192 (~1.8 MB with 36-character ids) covers them twice over; the "
+            "engine itself ignores a reading it already holds."
         ),
     )
     rule_set: Name = Field(

@@ -69,7 +69,7 @@ def test_loads_a_file_with_defaults(tmp_path: Path) -> None:
     assert config.spool.when_full == "drop_oldest_telemetry"
     assert config.sensors is None
     assert (config.lateness_margin_s, config.heartbeat_s) == (1.0, 10.0)
-    assert (config.metrics_port, config.dedup_window) == (9464, 20_000)
+    assert (config.metrics_port, config.dedup_window) == (9464, 8_192)
 
 
 def test_the_spool_policy_is_one_of_two(tmp_path: Path) -> None:
