@@ -87,7 +87,7 @@ class RecoveryWatch:
                 log.error("%s", e)
                 await self.app.crash(e)
                 return
-            except (TimeoutError, OSError, ValueError, KeyError) as e:
+            except Exception as e:  # a partition revoked meanwhile, the consumer stopping: look again later
                 log.warning("recovery watch could not look at the recovery", extra={"error": repr(e)})
 
     async def check(self) -> None:

@@ -6,6 +6,7 @@ partitions restored by the survivor); here its decisions are checked against a s
 
 from __future__ import annotations
 
+import asyncio
 import time
 from types import SimpleNamespace
 from typing import Any
@@ -107,3 +108,27 @@ async def test_nothing_is_done_outside_a_recovery() -> None:
     consumer = FakeConsumer({TP2: 275})
     await RecoveryWatch(fake_app(recovery, consumer), stall_s=0.0).check()
     assert consumer.seeks == []
+
+
+async def test_the_watch_survives_a_failed_look_and_crashes_the_app_when_stuck() -> None:
+    recovery = FakeRecovery({TP2: -1}, {TP2: 274})
+
+    class Flaky(FakeConsumer):
+        calls = 0
+
+        async def position(self, tp: Any) -> int:
+            self.calls += 1
+            if self.calls == 1:
+                raise RuntimeError("partition not assigned")  # e.g. revoked by a rebalance meanwhile
+            return await super().position(tp)
+
+    crashes: list[BaseException] = []
+
+    async def crash(reason: BaseException) -> None:
+        crashes.append(reason)
+
+    app = fake_app(recovery, Flaky({TP2: 275}))
+    app.crash = crash
+    await asyncio.wait_for(RecoveryWatch(app, stall_s=0.0, max_rereads=0).run(), timeout=10)
+    assert app.consumer.calls == 2
+    assert len(crashes) == 1 and isinstance(crashes[0], RecoveryStuckError)
