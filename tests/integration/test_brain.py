@@ -358,9 +358,11 @@ async def test_a_killed_worker_loses_no_alert(city: City, watch: AlertWatch) -> 
         )
     assert same_but_emitted_at(watch.on()), "two different alerts share an (id, status)"
     repeats = sum(watch.pairs().values()) - len(watch.pairs())
+    # how often brain_bridge/recovery_watch.py had to re-read a changelog partition (Faust lost its records)
+    rereads = after_kill.count("stalled: the consumer read up to")
     print(
         f"failover: {len(expected)} alerts, {repeats} repeated records, killed at +{killed_at - started:.1f}s,"
-        f" every partition handled {recovered:.1f}s after the kill"
+        f" every partition handled {recovered:.1f}s after the kill, {rereads} stalled changelog restores re-read"
     )
 
     # A department that drops repeated (id, status) pairs sees every one of its alerts exactly once.
