@@ -129,6 +129,9 @@ class Brain:
         self.offsets = OffsetWatch()
         self.partition_of: dict[str, int] = {}  # group key → re-keyed partition
         self.sources: dict[int, dict[int, float]] = {}  # re-keyed partition → source partition → tick
+        # Started at the first assignment: Faust starts app tasks only once the first recovery is complete,
+        # and a worker restarted by its supervisor must be watched from its first recovery on.
+        self.recovery_watch: asyncio.Future[None] | None = None
         n = config.partitions
         faust_fixes.apply()
         app = faust.App(
@@ -179,7 +182,6 @@ class Brain:
         app.agent(self.acks_topic, name="relay-acks")(self._relay_acks)
         app.timer(config.tick_s, on_leader=True, name="clock")(self._tick)
         app.task(self._follow_rules)
-        app.task(RecoveryWatch(app).run)
         app.on_partitions_revoked.connect(self._revoked)  # type: ignore[arg-type]  # mode types the receiver narrowly
         app.on_partitions_assigned.connect(self._assigned)  # type: ignore[arg-type]
 
@@ -192,6 +194,8 @@ class Brain:
         self.assignments += 1
 
     async def _assigned(self, sender: Any, assigned: Any = (), *args: Any, **kwargs: Any) -> None:
+        if self.recovery_watch is None:
+            self.recovery_watch = self.app.add_future(RecoveryWatch(self.app).run())
         self.offsets.keep({(tp.topic, tp.partition) for tp in assigned})
         watched = {self.config.topic("events"), self.level_topic}
         tps = [TopicPartition(tp.topic, tp.partition) for tp in assigned if tp.topic in watched]
