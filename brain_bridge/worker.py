@@ -184,6 +184,7 @@ class Brain:
         app.task(self._follow_rules)
         app.on_partitions_revoked.connect(self._revoked)  # type: ignore[arg-type]  # mode types the receiver narrowly
         app.on_partitions_assigned.connect(self._assigned)  # type: ignore[arg-type]
+        app.on_partitions_assigned.connect(self._watch_recovery)  # type: ignore[arg-type]
 
     # ------------------------------------------------------------ engines
     async def _revoked(self, sender: Any, *args: Any, signal: Any = None, **kwargs: Any) -> None:
@@ -193,9 +194,11 @@ class Brain:
         self.appended.clear()
         self.assignments += 1
 
-    async def _assigned(self, sender: Any, assigned: Any = (), *args: Any, **kwargs: Any) -> None:
+    async def _watch_recovery(self, sender: Any, *args: Any, **kwargs: Any) -> None:
         if self.recovery_watch is None:
             self.recovery_watch = self.app.add_future(RecoveryWatch(self.app).run())
+
+    async def _assigned(self, sender: Any, assigned: Any = (), *args: Any, **kwargs: Any) -> None:
         self.offsets.keep({(tp.topic, tp.partition) for tp in assigned})
         watched = {self.config.topic("events"), self.level_topic}
         tps = [TopicPartition(tp.topic, tp.partition) for tp in assigned if tp.topic in watched]
