@@ -79,6 +79,9 @@ class RecoveryWatch:
         self.rereads: dict[Any, int] = {}  # partition → re-reads in the current recovery
         self.reread_at: dict[Any, float] = {}  # partition → monotonic time of its last re-read
         self.recovery_started: float | None = None
+        # When the consumer's flow was last seen stopped (a rebalance under way): records cut off then are
+        # dropped by Faust and read again by its next recovery, so no partition is idle before that.
+        self.flow_stopped_at = 0.0
 
     async def run(self) -> None:
         while not self.app.should_stop:
@@ -97,12 +100,17 @@ class RecoveryWatch:
         started = recovery._recovery_started_at
         if not recovery.in_recovery or started is None:
             return
+        if not self.app.consumer.flow_active:
+            self.flow_stopped_at = time.monotonic()
+            return
         if started != self.recovery_started:  # a new recovery (a new rebalance): its own count
             self.recovery_started = started
             self.rereads.clear()
             self.reread_at.clear()
         progress = await self.progress(recovery, started)
         for p in stalled(progress, recovery.tables.changelog_queue.qsize(), self.stall_s):
+            if not self.unchanged(recovery, started, p):
+                return  # a rebalance or a record came meanwhile: look again next time
             count = self.rereads.get(p.partition, 0)
             if count >= self.max_rereads:
                 raise RecoveryStuckError(
@@ -125,19 +133,34 @@ class RecoveryWatch:
             )
             await self.app.consumer.seek_wait({p.partition: p.applied + 1})
 
+    def unchanged(self, recovery: Any, started: float, p: Progress) -> bool:
+        """Whether the recovery `p` was taken from is still the one running, with the flow on and `p` where it was
+        (looking up positions awaits the consumer's thread, and a rebalance may begin meanwhile)."""
+        return bool(
+            recovery.in_recovery
+            and recovery._recovery_started_at == started
+            and self.app.consumer.flow_active
+            and recovery.active_offsets.get(p.partition) == p.applied
+            and recovery.tables.changelog_queue.qsize() == 0
+        )
+
     async def progress(self, recovery: Any, started: float) -> list[Progress]:
+        """The partitions being restored that have been idle for `stall_s`, with the consumer's position."""
         now = time.monotonic()
         received = recovery._active_events_received_at
         out: list[Progress] = []
         for tp in list(recovery.active_tps):
             last = recovery.active_highwaters.get(tp)
             applied = recovery.active_offsets.get(tp)
-            if last is None or applied is None:
+            if last is None or applied is None or applied >= last:
                 continue
-            if applied >= last:
-                continue
-            since = max(received.get(tp, started), self.reread_at.get(tp, started))
-            async with asyncio.timeout(POSITION_TIMEOUT_S):
-                position = await self.app.consumer.position(tp)
+            since = max(received.get(tp, started), self.reread_at.get(tp, started), self.flow_stopped_at)
+            if now - since < self.stall_s:
+                continue  # moving, or not idle long enough: no need to ask the consumer's thread
+            try:
+                async with asyncio.timeout(POSITION_TIMEOUT_S):
+                    position = await self.app.consumer.position(tp)
+            except TimeoutError:
+                continue  # the consumer's thread is busy: this partition is looked at again next time
             out.append(Progress(tp, int(applied), int(last), position, now - since))
         return out

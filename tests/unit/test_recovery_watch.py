@@ -56,15 +56,19 @@ class FakeRecovery:
         self.active_offsets = dict(offsets)
         self.active_highwaters = dict(highwaters)
         self._active_events_received_at: dict[Any, float] = {}
-        self.tables = SimpleNamespace(changelog_queue=SimpleNamespace(qsize=lambda: 0))
+        self.queued = 0
+        self.tables = SimpleNamespace(changelog_queue=SimpleNamespace(qsize=lambda: self.queued))
 
 
 class FakeConsumer:
     def __init__(self, positions: dict[Any, int]) -> None:
         self.positions = positions
         self.seeks: list[dict[Any, int]] = []
+        self.looked_up: list[Any] = []
+        self.flow_active = True  # False while a rebalance is under way
 
     async def position(self, tp: Any) -> int:
+        self.looked_up.append(tp)
         return self.positions[tp]
 
     async def seek_wait(self, partitions: dict[Any, int]) -> None:
@@ -132,3 +136,40 @@ async def test_the_watch_survives_a_failed_look_and_crashes_the_app_when_stuck()
     await asyncio.wait_for(RecoveryWatch(app, stall_s=0.0, max_rereads=0).run(), timeout=10)
     assert app.consumer.calls == 2
     assert len(crashes) == 1 and isinstance(crashes[0], RecoveryStuckError)
+
+
+async def test_nothing_is_done_while_a_rebalance_stops_the_flow_nor_until_stall_s_after_it() -> None:
+    recovery = FakeRecovery({TP2: -1}, {TP2: 274})
+    consumer = FakeConsumer({TP2: 275})  # a batch cut off by the rebalance: read, never delivered
+    watch = RecoveryWatch(fake_app(recovery, consumer), stall_s=5.0)
+    consumer.flow_active = False
+    await watch.check()
+    consumer.flow_active = True  # the next recovery runs: it gets stall_s from here
+    await watch.check()
+    assert consumer.seeks == [] and consumer.looked_up == []
+    watch.flow_stopped_at -= 5.0  # ... and once they have passed, the stall counts
+    await watch.check()
+    assert consumer.seeks == [{TP2: 0}]
+
+
+async def test_records_queued_for_the_recovery_or_all_applied_mean_no_stall() -> None:
+    recovery = FakeRecovery({TP2: -1, TP3: 460}, {TP2: 274, TP3: 460})
+    recovery.queued = 10
+    consumer = FakeConsumer({TP2: 275, TP3: 461})
+    watch = RecoveryWatch(fake_app(recovery, consumer), stall_s=5.0)
+    await watch.check()
+    assert consumer.seeks == []
+    assert consumer.looked_up == [TP2]  # TP3 is restored: its position is not even asked for
+
+
+async def test_a_record_applied_while_positions_are_looked_up_cancels_the_re_read() -> None:
+    recovery = FakeRecovery({TP2: -1}, {TP2: 274})
+
+    class Late(FakeConsumer):
+        async def position(self, tp: Any) -> int:
+            recovery.active_offsets[TP2] = 0  # the consumer's thread was slow; the record arrived meanwhile
+            return await super().position(tp)
+
+    consumer = Late({TP2: 275})
+    await RecoveryWatch(fake_app(recovery, consumer), stall_s=5.0).check()
+    assert consumer.looked_up == [TP2] and consumer.seeks == []
