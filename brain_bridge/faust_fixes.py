@@ -1,4 +1,7 @@
-"""A workaround for a record-losing race in faust-streaming 0.15.3's recovery (faust-streaming#596, open).
+"""Workarounds for two record-losing races in faust-streaming 0.15.3 around a rebalance.
+
+The second, in `_Deliverable` below: a fetch waiting across a rebalance took changelog records a recovery
+had just sought to, and Faust dropped them. The first (faust-streaming#596, open):
 
 When table recovery completes, `Recovery.on_recovery_completed` resumes the stream partitions, seeks them to
 their committed offsets, and only then resumes the app's flow control — and resuming flow control clears
@@ -20,14 +23,54 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from faust.tables.recovery import Recovery
+from faust.transport.drivers.aiokafka import AIOKafkaConsumerThread
 
 _PATCHED = "_nerve_clear_before_seek"
 
 
+class _Deliverable:
+    """The partitions whose fetched records aiokafka may hand to Faust now: the active ones, while the flow runs.
+
+    Faust passes aiokafka its live set of active partitions, and a fetch call made before a rebalance waits in
+    the consumer's thread for up to a second. When the rebalance pauses every partition that set is empty,
+    and aiokafka reads an empty set as *all* partitions: the waiting call took the changelog records a new
+    recovery had just sought to, aiokafka's position moved to their end, and Faust dropped them because the
+    flow was stopped — the recovery then waited for them forever (seen in about one failover in ten here;
+    brain_bridge/recovery_watch.py repairs what gets through). Asked live, this is never empty to aiokafka
+    and holds nothing while the flow is stopped, so records stay in aiokafka until Faust can take them."""
+
+    def __init__(self, consumer: Any, active: Any) -> None:
+        self.consumer = consumer
+        self.active = active
+
+    def __bool__(self) -> bool:
+        return True
+
+    def __contains__(self, tp: object) -> bool:
+        return bool(self.consumer.flow_active) and tp in self.active
+
+
 def apply() -> None:
-    """Install the workaround (idempotent)."""
+    """Install the workarounds (idempotent)."""
     if getattr(Recovery.on_recovery_completed, _PATCHED, False):
         return
+    fetch_records: Callable[..., Awaitable[Any]] = AIOKafkaConsumerThread._fetch_records
+
+    @functools.wraps(fetch_records)
+    async def _fetch_records(
+        self: AIOKafkaConsumerThread,
+        consumer: Any,
+        active_partitions: Any,
+        timeout: float | None = None,  # noqa: ASYNC109 (Faust's signature)
+        max_records: int | None = None,
+    ) -> Any:
+        if active_partitions is not None:  # None: a client-only app reads every partition
+            active_partitions = _Deliverable(self.consumer, active_partitions)
+        return await fetch_records(
+            self, consumer, active_partitions, timeout=timeout, max_records=max_records
+        )
+
+    AIOKafkaConsumerThread._fetch_records = _fetch_records  # type: ignore[method-assign]
     original: Callable[..., Awaitable[None]] = Recovery.on_recovery_completed
 
     @functools.wraps(original)
