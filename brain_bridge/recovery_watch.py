@@ -4,10 +4,10 @@ Faust 0.15.3 can lose changelog records between its consumer and the table: afte
 position in a changelog partition it gained reaches the end, yet none of the records reaches the recovery,
 which then waits for them forever ("No event received for active tp … since recovery start" every few
 seconds; the symptom of faust-streaming#155). The worker never becomes ready, and its partitions are
-handled by no one. Seen in about one failover in four of
-tests/integration/test_brain.py::test_a_killed_worker_loses_no_alert; where Faust drops them is not known
-(instrumented runs showed the consumer's position at the partition's end, Faust's read offset unset and the
-recovery's queue empty: the records were taken from aiokafka and never delivered).
+handled by no one. Seen in about one failover in ten of
+tests/integration/test_brain.py::test_a_killed_worker_loses_no_alert. The path found (a fetch waiting
+across the rebalance) is closed by brain_bridge/faust_fixes.py; this watchdog stays as the safety net for
+any other path to the same stall.
 
 The watchdog looks once a second at every changelog partition being restored: when the consumer has read
 past the last record the recovery applied, nothing of it has arrived for `stall_s`, and nothing is waiting
