@@ -62,6 +62,26 @@ def wait_until(condition: Callable[[], bool], timeout: float, what: str, every: 
         time.sleep(every)
 
 
+def forget_mqtt_session(host: str, port: int, client_id: str, timeout: float = 10.0) -> None:
+    """Drop the persistent session of `client_id` at the broker: a connect with clean session discards it
+    and what is queued for it. Mosquitto writes every session's queue to disk at each autosave (2 s in our
+    configs) and stalls delivery meanwhile, so sessions a test or a bench leaves behind (a unique client id
+    per gateway, never resumed) would slow every later run on the same broker."""
+    client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=client_id, clean_session=True)
+    client.connect(host, port, keepalive=10)
+    try:
+        deadline = time.monotonic() + timeout
+        while not client.is_connected():
+            if time.monotonic() > deadline:
+                raise AssertionError(
+                    f"timed out after {timeout:.0f}s connecting as {client_id} to drop its session"
+                )
+            client.loop(0.05)
+    finally:
+        client.disconnect()
+        client.loop(0.05)
+
+
 def launcher(*args: str) -> None:
     """scripts/brokers.sh with this process's environment (the ports `make test` exported)."""
     subprocess.run(["bash", str(LAUNCHER), *args], check=True, capture_output=True, timeout=180)
@@ -163,6 +183,13 @@ metrics_port: {self.metrics_port}
             return self.proc.returncode if self.proc else 0
         self.proc.send_signal(signal.SIGTERM)
         return self.proc.wait(30)
+
+    def forget_session(self) -> None:
+        """Drop the stopped agent's MQTT session (and what the broker queued for it): its client id is never
+        used again."""
+        assert self.proc is None or self.proc.poll() is not None, "the agent still runs"
+        if self.starts:
+            forget_mqtt_session(self.mqtt_host, self.mqtt_port, f"gw-{self.uid}")
 
 
 class MqttProbe:

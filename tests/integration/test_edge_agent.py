@@ -27,6 +27,7 @@ def gateway(tmp_path: Path, kafka_bootstrap: str, mqtt_address: tuple[str, int])
         yield gw
     finally:
         gw.stop()
+        gw.forget_session()
 
 
 @pytest.fixture
