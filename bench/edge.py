@@ -97,17 +97,21 @@ QUICK = Sizes((1000.0,), 2.0, 2.0, 2_000, 2_000, 5_000, 10.0)
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 VAR = Path(os.environ.get("NERVE_VAR", REPO / "var"))
 MOSQUITTO_DB = VAR / "brokers" / "mosquitto" / "data" / "mosquitto.db"
-MOSQUITTO_DB_QUIET_MB = 1.0
+MOSQUITTO_DB_QUIET = 1_000_000  # bytes
 
 
-def mosquitto_db_mb() -> float | None:
+def mosquitto_db_bytes() -> int | None:
     """Size of the launcher's Mosquitto persistence file: Mosquitto writes all of it at every autosave (2 s
     in our configs) and delivers nothing meanwhile, so a large one (sessions left with queued messages)
     puts its own stalls into every latency tail here."""
     try:
-        return round(MOSQUITTO_DB.stat().st_size / 1e6, 2)
+        return MOSQUITTO_DB.stat().st_size
     except OSError:
         return None
+
+
+def _size(n: int) -> str:
+    return f"{n / 1e6:.1f} MB" if n >= 100_000 else f"{n / 1e3:.1f} kB"
 
 
 BROKER_PIDFILES = {
@@ -926,15 +930,15 @@ def notes(data: dict[str, Any]) -> list[str]:
         f"{data['outage'].get('kafka_start_s', '?')} s to start; the agent reconnects with a backoff of up to 5 s. At the end the agent took "
         f"{data.get('agent_stop_s', '?')} s from SIGTERM to exit.",
     ]
-    db = data.get("mosquitto_db_mb") or {}
+    db = data.get("mosquitto_db_bytes") or {}
     if db.get("before") is not None:
         out.append(
             f"Mosquitto's persistence file (written whole at every 2 s autosave, delivery stalled meanwhile) was "
-            f"{db['before']} MB at the start and {db['after']} MB at the end"
+            f"{_size(db['before'])} at the start and {_size(db['after'] or 0)} at the end"
             + (
-                f": above {MOSQUITTO_DB_QUIET_MB} MB at the start, so sessions left behind by earlier runs put "
+                f": over {_size(MOSQUITTO_DB_QUIET)} at the start, so sessions left behind by earlier runs put "
                 "autosave stalls into the latency tails."
-                if db["before"] > MOSQUITTO_DB_QUIET_MB
+                if db["before"] > MOSQUITTO_DB_QUIET
                 else "."
             )
         )
@@ -1017,7 +1021,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 print(profile(bench, args.profile_events))
                 return 0
             speed_before = python_speed()
-            db_before = mosquitto_db_mb()
+            db_before = mosquitto_db_bytes()
             start_agent(gw)
             if args.phase:
                 for phase in args.phase:
@@ -1025,7 +1029,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 return 0
             data = run(bench)
             data["python_speed"] = {"before": speed_before, "after": python_speed()}
-            data["mosquitto_db_mb"] = {"before": db_before, "after": mosquitto_db_mb()}
+            data["mosquitto_db_bytes"] = {"before": db_before, "after": mosquitto_db_bytes()}
         except BaseException:
             print(gw.log.read_text()[-4000:] if gw.log.exists() else "(no agent log)", file=sys.stderr)
             raise

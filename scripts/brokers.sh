@@ -506,6 +506,16 @@ status_one() { # status_one NAME PIDFILE MARK PORT: prints a line; succeeds when
 	return 1
 }
 
+mqtt_db_note() { # a large persistence file slows every delivery: Mosquitto writes it whole at each autosave
+	local db=$MQTT_DIR/data/mosquitto.db size
+	[[ -f $db ]] || return 0
+	size=$(stat -c %s "$db")
+	if ((size > 1000000)); then
+		printf '       persistence file %s is %s MB: Mosquitto writes it whole every 2 s and delivers nothing meanwhile (sessions left with queued messages; stop the broker and delete it to start clean)\n' \
+			"$db" "$((size / 1000000))"
+	fi
+}
+
 stop_one() { # stop_one NAME PIDFILE MARK PORT
 	if ! terminate "$1" "$2" "$3"; then
 		if port_open "$4"; then
@@ -541,7 +551,10 @@ main() {
 		;;
 	status)
 		if [[ $which != mqtt ]]; then status_one kafka "$KAFKA_PIDFILE" "$KAFKA_MARK" "$KAFKA_PORT" || rc=3; fi
-		if [[ $which != kafka ]]; then status_one mqtt "$MQTT_PIDFILE" "$MQTT_MARK" "$MQTT_PORT" || rc=3; fi
+		if [[ $which != kafka ]]; then
+			status_one mqtt "$MQTT_PIDFILE" "$MQTT_MARK" "$MQTT_PORT" || rc=3
+			mqtt_db_note
+		fi
 		return "$rc"
 		;;
 	*) usage ;;

@@ -89,3 +89,18 @@ def test_stop_and_status_leave_brokers_of_another_state_dir_alone(
     assert "left alone" in stop.stdout
     still = launcher("status", env=launcher_env)
     assert still.returncode == 0, still.stdout
+
+
+def test_status_warns_of_a_large_mosquitto_persistence_file(tmp_path: Path) -> None:
+    data = tmp_path / "brokers" / "mosquitto" / "data"
+    data.mkdir(parents=True)
+    env = dict(os.environ, NERVE_VAR=str(tmp_path))
+
+    (data / "mosquitto.db").write_bytes(b"\0" * 1000)
+    small = launcher("status", "mqtt", env=env)
+    (data / "mosquitto.db").write_bytes(b"\0" * 3_000_000)
+    large = launcher("status", "mqtt", env=env)
+
+    assert "persistence file" not in small.stdout, small.stdout
+    assert f"persistence file {data / 'mosquitto.db'} is 3 MB" in large.stdout, large.stdout
+    assert "delivers nothing meanwhile" in large.stdout
