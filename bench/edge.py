@@ -5,11 +5,11 @@
 One `nerve edge run` process (tests/integration/edge_kit's gateway config: zstd, fsync per batch) with
 its own topic root and Kafka prefix, pinned to one core; this process, the load generator, to the other.
 Phases, in one run:
-1. raw MQTT round trip (paho → Mosquitto → paho, QoS 1), paced at each rate;
+1. raw MQTT round trip (socket publisher → Mosquitto → socket subscriber, QoS 1), paced at each rate;
 2. edge reflex latency at the same rates: paced telemetry, 1 in 20 events a `valve_test` trigger whose
    reflex actuates; latency = trigger publish → the Command on the agent's command topic;
-3. throughput MQTT → rules → spool → Kafka, (a) live, published as fast as paho goes, (b) the agent
-   alone, draining a backlog Mosquitto queued while it was stopped; counted in Kafka;
+3. throughput MQTT → rules → spool → Kafka, (a) live, published as fast as the socket publisher goes,
+   (b) the agent alone, draining a backlog Mosquitto queued while it was stopped; counted in Kafka;
 4. the agent's RSS idle and at peak;
 5. spool drain after a Kafka outage (`scripts/brokers.sh stop kafka`; always restarted).
 `--profile` runs phase 3a with the agent under cProfile and prints its top functions instead.
@@ -40,7 +40,14 @@ from typing import Any
 import orjson
 from aiokafka import AIOKafkaConsumer
 
-from bench.mqtt_baseline import Client, SocketPublisher, paced, percentiles, raw_round_trip, wait_for
+from bench.mqtt_baseline import (
+    SocketPublisher,
+    SocketSubscriber,
+    paced,
+    percentiles,
+    raw_round_trip,
+    wait_for,
+)
 from bench.report import Row, git_state, machine_info, python_speed, wait_quiet, write_report
 from tests.integration.edge_kit import REPO, Gateway, launcher, wait_until
 
@@ -420,12 +427,12 @@ class Bench:
         tel, trig = topics(gw.uid)
         tag = f"rx{int(rate)}"
         got: list[tuple[float, bytes]] = []
-        device = Client(
+        device = SocketSubscriber(
             gw.mqtt_host,
             gw.mqtt_port,
             "device",
-            subscribe=[f"{gw.uid}/cmd/#"],
-            on_message=lambda t, m: got.append((t, bytes(m.payload))),
+            [f"{gw.uid}/cmd/#"],
+            lambda t, _topic, payload: got.append((t, payload)),
         )
         pub = SocketPublisher(gw.mqtt_host, gw.mqtt_port, "sensors")
         sent: dict[float, float] = {}
@@ -913,8 +920,10 @@ def notes(data: dict[str, Any]) -> list[str]:
         "2-core machine the brokers and the load generator share the agent's cores). It scales with the "
         "machine's speed, given in its own row.",
         "Load: sensors publish with `bench.mqtt_baseline.SocketPublisher` (QoS 1, one send per PUBLISH, PUBACKs "
-        "counted by a reader thread); the device and the raw-baseline subscriber are paho clients on their own "
-        "network threads.",
+        "counted by a reader thread); the device and the raw-baseline subscriber are "
+        "`bench.mqtt_baseline.SocketSubscriber`s (QoS 1; a reader thread times each `recv` and acknowledges what it "
+        "brought with one send). Both cost a few µs of Python per message, so the tails are the broker's and the "
+        "agent's (paho subscribers, until 2026-12-07, fell behind at 5,000/s on this machine and measured their own queue).",
         "Memory: the agent's RSS is its idle footprint (libraries and code, the row above) plus the engine's "
         "windows, which keep every reading of the last 30 s per room for the average: the reflex runs at "
         "5,000/s and the live run put up to "

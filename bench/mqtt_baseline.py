@@ -1,10 +1,13 @@
 """The raw MQTT round trip, and the tools the edge benchmark shares with it: a lean publisher for the load,
-paho subscribers on their own network threads, paced publishing and latency percentiles.
+a lean subscriber, paced publishing and latency percentiles.
 
     python -m bench.mqtt_baseline [--rate 5000] [--count 50000] [--host 127.0.0.1] [--port 1883]
 
-One publisher (`SocketPublisher`) and one paho subscriber (QoS 1) on one topic in this process, so
-`time.perf_counter` is one clock: latency runs from the publish call to the subscriber's on_message.
+One publisher (`SocketPublisher`) and one subscriber (`SocketSubscriber`, QoS 1) on one topic in this
+process, so `time.perf_counter` is one clock: latency runs from the publish call to the `recv` that brought
+the message. Both speak MQTT 3.1.1 over a plain socket, a few microseconds of Python per message: paho's
+tens of microseconds per message on a network thread that trades the GIL with the publisher made the load
+generator, not the broker, set the tails at 5,000 messages/s.
 """
 
 from __future__ import annotations
@@ -19,10 +22,6 @@ import uuid
 from collections.abc import Callable, Sequence
 from typing import Any
 
-import paho.mqtt.client as mqtt
-from paho.mqtt.enums import CallbackAPIVersion
-
-OnMessage = Callable[[float, mqtt.MQTTMessage], None]
 PAYLOAD = b'{"id":"raw-0000000","value":1,"ts":1764060000.123456}'  # the size of a bench trigger event
 GRACE_S = 5.0  # how long to wait for the last messages of a paced run
 
@@ -48,62 +47,6 @@ def percentiles(samples_s: Sequence[float]) -> dict[str, float]:
     }
 
 
-class Client:
-    """A connected paho client (MQTT 3.1.1) on its own network thread; `on_message` gets the receipt
-    time (perf_counter seconds) first; `acked` counts PUBACKs of our QoS 1 publishes.
-
-    paho's in-flight limit is off by default (`max_inflight=0`): with a limit, paho 2.2 walks every
-    unacknowledged message on each PUBACK (O(in flight) per ack, which capped a flood at ~3k msg/s on one
-    core) and can leave messages it queued at the limit unsent for good when another thread publishes.
-    Floods go through `SocketPublisher.flood`, which bounds what is in flight itself."""
-
-    def __init__(
-        self,
-        host: str,
-        port: int,
-        name: str,
-        *,
-        subscribe: Sequence[str] = (),
-        on_message: OnMessage | None = None,
-        max_inflight: int = 0,
-    ) -> None:
-        self.acked = 0
-        self._on_message = on_message
-        self._subscribed = threading.Event()
-        self._connected = threading.Event()
-        c = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=f"bench-{name}-{uuid.uuid4().hex[:8]}")
-        c.max_inflight_messages_set(max_inflight)
-        c.max_queued_messages_set(0)
-        c.on_connect = lambda *_: self._connected.set()
-        c.on_subscribe = lambda *_: self._subscribed.set()
-        c.on_publish = self._on_publish
-        c.on_message = self._deliver
-        c.connect(host, port, keepalive=60)
-        c.loop_start()
-        if not self._connected.wait(10):
-            raise RuntimeError(f"MQTT {host}:{port}: no CONNACK within 10 s")
-        if subscribe:
-            c.subscribe([(t, 1) for t in subscribe])
-            if not self._subscribed.wait(10):
-                raise RuntimeError(f"MQTT {host}:{port}: no SUBACK for {list(subscribe)} within 10 s")
-        self.paho = c
-
-    def _deliver(self, client: mqtt.Client, userdata: Any, msg: mqtt.MQTTMessage) -> None:
-        t = time.perf_counter()
-        if self._on_message is not None:
-            self._on_message(t, msg)
-
-    def _on_publish(self, client: mqtt.Client, userdata: Any, mid: int, reason: Any, props: Any) -> None:
-        self.acked += 1  # only the network thread writes it
-
-    def publish(self, topic: str, payload: bytes) -> None:
-        self.paho.publish(topic, payload, qos=1)
-
-    def close(self) -> None:
-        self.paho.disconnect()
-        self.paho.loop_stop()
-
-
 def _remaining_length(n: int) -> bytes:
     out = bytearray()
     while True:
@@ -111,6 +54,123 @@ def _remaining_length(n: int) -> bytes:
         out.append(digit | (0x80 if n else 0))
         if not n:
             return bytes(out)
+
+
+def _read_exactly(sock: socket.socket, n: int, what: str) -> bytes:
+    data = b""
+    while len(data) < n:
+        chunk = sock.recv(n - len(data))
+        if not chunk:
+            raise RuntimeError(f"MQTT: connection closed before {what}")
+        data += chunk
+    return data
+
+
+def _connect(host: str, port: int, name: str) -> socket.socket:
+    """A TCP connection to the broker with an MQTT 3.1.1 session: clean, keepalive off, CONNACK read."""
+    client_id = f"bench-{name}-{uuid.uuid4().hex[:8]}".encode()
+    variable = b"\x00\x04MQTT\x04\x02\x00\x00"  # MQTT 3.1.1, clean session, keepalive off
+    body = variable + len(client_id).to_bytes(2, "big") + client_id
+    sock = socket.create_connection((host, port), timeout=10)
+    try:
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        sock.sendall(b"\x10" + _remaining_length(len(body)) + body)
+        connack = _read_exactly(sock, 4, "CONNACK")
+        if connack[0] != 0x20 or connack[3] != 0:
+            raise RuntimeError(f"MQTT {host}:{port}: CONNACK {connack.hex()} refused {name}")
+    except BaseException:
+        sock.close()
+        raise
+    return sock
+
+
+class SocketSubscriber:
+    """The receiving side (the device, the raw baseline's subscriber): an MQTT 3.1.1 QoS 1 subscriber whose
+    reader thread takes what one `recv` brings, times it (`on_message(perf_counter, topic, payload)` for
+    each PUBLISH in it) and acknowledges it with one `send`.
+
+    A paho subscriber costs tens of microseconds of Python per message on its network thread and trades
+    the GIL with the publishing thread: at 5,000 messages/s on this 2-core machine it fell behind, and the
+    raw baseline measured its own queue (p50 of hundreds of ms) instead of the broker's round trip."""
+
+    def __init__(
+        self,
+        host: str,
+        port: int,
+        name: str,
+        topics: Sequence[str],
+        on_message: Callable[[float, str, bytes], None],
+    ) -> None:
+        sock = _connect(host, port, name)
+        try:
+            body = b"\x00\x01" + b"".join(
+                len(t.encode()).to_bytes(2, "big") + t.encode() + b"\x01" for t in topics
+            )
+            sock.sendall(b"\x82" + _remaining_length(len(body)) + body)
+            head = _read_exactly(sock, 2, "SUBACK")
+            suback = _read_exactly(sock, head[1], "SUBACK")
+            if head[0] != 0x90 or any(code == 0x80 for code in suback[2:]):
+                raise RuntimeError(
+                    f"MQTT {host}:{port}: SUBACK {(head + suback).hex()} refused {list(topics)}"
+                )
+        except BaseException:
+            sock.close()
+            raise
+        sock.settimeout(None)
+        self._sock = sock
+        self._on_message = on_message
+        self._reader = threading.Thread(target=self._read, name=f"{name}-reader", daemon=True)
+        self._reader.start()
+
+    def _read(self) -> None:
+        buf = bytearray()
+        clock, on_message = time.perf_counter, self._on_message
+        while True:
+            try:
+                data = self._sock.recv(1 << 16)
+            except OSError:
+                return
+            if not data:
+                return
+            t = clock()
+            buf += data
+            acks = bytearray()
+            pos, n = 0, len(buf)
+            while pos + 2 <= n:
+                first, length, shift, i = buf[pos], 0, 0, pos + 1
+                while i < n:  # remaining length: up to 4 bytes of 7 bits
+                    byte = buf[i]
+                    i += 1
+                    length |= (byte & 0x7F) << shift
+                    shift += 7
+                    if not byte & 0x80:
+                        break
+                else:
+                    break  # the length itself is not all here yet
+                end = i + length
+                if end > n:
+                    break
+                if first >> 4 == 3:  # PUBLISH
+                    topic_end = i + 2 + (buf[i] << 8 | buf[i + 1])
+                    start = topic_end
+                    if first & 0x06:  # QoS 1 or 2: a packet id follows the topic
+                        acks += b"\x40\x02" + buf[topic_end : topic_end + 2]
+                        start += 2
+                    on_message(t, buf[i + 2 : topic_end].decode(), bytes(buf[start:end]))
+                pos = end
+            del buf[:pos]
+            if acks:
+                try:
+                    self._sock.sendall(acks)
+                except OSError:
+                    return
+
+    def close(self) -> None:
+        with contextlib.suppress(OSError):
+            self._sock.sendall(b"\xe0\x00")  # DISCONNECT
+            self._sock.shutdown(socket.SHUT_RDWR)
+        self._sock.close()
+        self._reader.join(5)
 
 
 class SocketPublisher:
@@ -126,20 +186,7 @@ class SocketPublisher:
     def __init__(self, host: str, port: int, name: str) -> None:
         self.acked = 0
         self._mid = 0
-        client_id = f"bench-{name}-{uuid.uuid4().hex[:8]}".encode()
-        variable = b"\x00\x04MQTT\x04\x02\x00\x00"  # MQTT 3.1.1, clean session, keepalive off
-        body = variable + len(client_id).to_bytes(2, "big") + client_id
-        sock = socket.create_connection((host, port), timeout=10)
-        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        sock.sendall(b"\x10" + _remaining_length(len(body)) + body)
-        connack = b""
-        while len(connack) < 4:
-            chunk = sock.recv(4 - len(connack))
-            if not chunk:
-                raise RuntimeError(f"MQTT {host}:{port}: connection closed before CONNACK")
-            connack += chunk
-        if connack[0] != 0x20 or connack[3] != 0:
-            raise RuntimeError(f"MQTT {host}:{port}: CONNACK {connack.hex()} refused the publisher")
+        sock = _connect(host, port, name)
         sock.settimeout(None)
         self._sock = sock
         self._reader = threading.Thread(target=self._read, name=f"{name}-pubacks", daemon=True)
@@ -241,10 +288,10 @@ def raw_round_trip(host: str, port: int, topic: str, rate: float, count: int) ->
     sent = [0.0] * count
     got: list[tuple[float, int]] = []
 
-    def on_message(t: float, msg: mqtt.MQTTMessage) -> None:
-        got.append((t, int.from_bytes(msg.payload[:4], "big")))
+    def on_message(t: float, topic: str, payload: bytes) -> None:
+        got.append((t, int.from_bytes(payload[:4], "big")))
 
-    sub = Client(host, port, "raw-sub", subscribe=[topic], on_message=on_message)
+    sub = SocketSubscriber(host, port, "raw-sub", [topic], on_message)
     pub = SocketPublisher(host, port, "raw-pub")
     try:
         body = PAYLOAD[4:]
