@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
 
-from edge_agent.agent import read_snapshot, write_snapshot
+from edge_agent.agent import read_snapshot, save_snapshot, write_snapshot
 from reflexes import Engine, MemoryStore, load_rules_text
 from reflexes.windows import Floats, Ids
 from schemas import SensorEvent
@@ -62,3 +63,48 @@ def test_restored_windows_are_compact_again(tmp_path: Path) -> None:
     assert windows and sum(len(w["t"]) for w in windows) > 0
     assert all(isinstance(w["t"], Floats) and isinstance(w["v"], Floats) for w in windows)
     assert all(isinstance(w["i"], Ids) for w in windows)
+
+
+async def test_a_snapshot_taken_while_events_arrive_holds_every_group_whole(tmp_path: Path) -> None:
+    """The agent writes its snapshot on the event loop in slices; events processed between the slices
+    change groups, and each group is written as it stood at its turn: restorable, every window's times,
+    values and ids of one length."""
+    engine = busy_engine()
+    path = tmp_path / "engine.snapshot.json"
+    interleaved = 0
+    writing = True
+
+    async def more_events() -> None:
+        nonlocal interleaved
+        i = 300
+        while writing:
+            site = f"d/c/b/f{i % 3}/r{i % 7}"
+            engine.process(
+                SensorEvent(
+                    site=site, sensor=f"t-{i % 11}", kind="temperature", value=20 + i % 30, ts=1e9 + i
+                )
+            )
+            interleaved += 1
+            i += 1
+            await asyncio.sleep(0)
+
+    feeder = asyncio.create_task(more_events())
+    await asyncio.sleep(0)
+    await save_snapshot(engine, path, slice_s=0.0)  # a slice per group: the most interleaving
+    writing = False
+    await feeder
+
+    assert interleaved > 1
+    state = read_snapshot(path)
+    windows = [s for k, s in state.items() if k.startswith("~") and "t" in s]
+    assert windows
+    assert all(len(w["t"]) == len(w["v"]) == len(w["i"]) for w in windows)
+    restored = Engine(load_rules_text(RULES), MemoryStore(state), tier="edge")
+    assert len(restored.store) == len(state)
+
+
+async def test_the_snapshot_on_the_loop_is_the_same_as_the_one_at_shutdown(tmp_path: Path) -> None:
+    engine = busy_engine()
+    await save_snapshot(engine, tmp_path / "a.json")
+    write_snapshot(engine, tmp_path / "b.json")
+    assert (tmp_path / "a.json").read_bytes() == (tmp_path / "b.json").read_bytes()
