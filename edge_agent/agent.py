@@ -46,6 +46,7 @@ SPOOL_GATHER_S = 0.02  # the spool is written (and the messages acknowledged) at
 TICK_S = 0.2
 BUILDING_KEYS_MAX = 10_000  # sites whose Kafka key is remembered
 SNAPSHOT_EVERY_S = 30.0
+SHUTDOWN_TASKS_S = 15.0  # at SIGTERM, how long the agent's tasks may take to finish before they are cancelled
 SNAPSHOT_SLICE_S = 0.002  # the event loop writes the snapshot in slices of this much time, reflexes between
 ENGINE_GAUGES_EVERY_S = 1.0  # the engine's size (a walk over its groups)
 
@@ -443,7 +444,12 @@ class EdgeAgent:
     async def _shutdown(self, tasks: list[asyncio.Task[None]]) -> None:
         """Stop taking input, let the uplink flush what Kafka will take, keep the rest spooled."""
         assert self.mqtt is not None
-        _, pending = await asyncio.wait(tasks, timeout=15)
+        _, pending = await asyncio.wait(tasks, timeout=SHUTDOWN_TASKS_S)
+        if pending:
+            log.warning(
+                "tasks did not stop in time; cancelled",
+                extra={"tasks": sorted(t.get_name() for t in pending), "timeout_s": SHUTDOWN_TASKS_S},
+            )
         for task in pending:
             task.cancel()
         if pending:  # let their `finally` blocks run (ingest hands its last batch to the spool) before close

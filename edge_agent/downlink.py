@@ -20,6 +20,7 @@ from aiokafka.errors import KafkaError
 from schemas import Command, SchemaError
 
 log = logging.getLogger("nerve.edge.downlink")
+CONSUMER_STOP_S = 3.0  # at shutdown, the most the command consumer may take to leave its group and close
 
 
 class CommandLedger:
@@ -89,7 +90,23 @@ class Downlink:
                     await asyncio.wait_for(stop.wait(), delay)
                 delay = min(delay * 2, 5.0)
             finally:
-                await consumer.stop()
+                await self._stop_consumer(consumer, stop.is_set())
+
+    @staticmethod
+    async def _stop_consumer(consumer: AIOKafkaConsumer, shutting_down: bool) -> None:
+        if not shutting_down:
+            await consumer.stop()
+            return
+        # Its last offset commit retries for as long as the group coordinator is unsettled: after a restart
+        # of Kafka that was 15 s and more, and the agent's shutdown waited for it. A commit lost here only
+        # delivers a few commands again after the restart, and commands are idempotent by id.
+        try:
+            await asyncio.wait_for(consumer.stop(), CONSUMER_STOP_S)
+        except TimeoutError:
+            log.warning(
+                "command consumer did not stop in time; its last offsets may be uncommitted",
+                extra={"timeout_s": CONSUMER_STOP_S},
+            )
 
     def _handle(self, raw: bytes | None) -> None:
         if raw is None:
