@@ -28,3 +28,16 @@ def test_phase_with_samples_inside_uses_only_those() -> None:
 def test_phase_after_the_last_sample_has_no_share() -> None:
     probe = probe_with([(10.0, 0.0)])
     assert probe.cores(11.0, 12.0)["agent"] is None
+
+
+def test_metrics_of_a_phase_come_from_the_scraped_samples_around_it() -> None:
+    """/metrics is scraped on fewer samples than /proc is read: a phase between two scrapes still gets the
+    agent's ingest rate from the scrapes that bracket it."""
+    probe = Probe(cast(Any, None), period_s=0.2)
+    probe.samples = [
+        Sample(10.0, {"nerve_edge_events_in_total": 100.0}, None, {}),
+        Sample(10.2, {}, None, {}),
+        Sample(10.4, {}, None, {}),
+        Sample(11.0, {"nerve_edge_events_in_total": 1100.0}, None, {}),
+    ]
+    assert probe.ingest(10.1, 10.5)["mean_per_s"] == 1000.0
