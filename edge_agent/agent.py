@@ -88,6 +88,7 @@ class EdgeAgent:
         self._stopping = False  # ingest has ended: the spool writer gives up on a failing disk
         self._stop: asyncio.Event | None = None  # run()'s
         self._pipe: _SpoolPipe | None = None  # ingest → spool writer, while ingest runs
+        self._snapshotting: asyncio.Task[None] | None = None  # the periodic snapshot being written
         self.failed: str | None = None  # the name of the task whose failure stopped the agent
 
     # ------------------------------------------------------------ engine state across restarts
@@ -330,14 +331,22 @@ class EdgeAgent:
                 self.metrics.engine_groups.set(engine["groups"])
                 self.metrics.engine_readings.set(engine["readings"])
                 next_gauges = time.monotonic() + ENGINE_GAUGES_EVERY_S
-            if time.monotonic() >= next_snapshot:
-                try:
-                    await save_snapshot(self.engine, self.snapshot_path)
-                except OSError as e:  # a full or failing disk: the agent goes on, the last snapshot stays
-                    log.error("engine snapshot failed", extra={"error": repr(e)})
+            if time.monotonic() >= next_snapshot and (
+                self._snapshotting is None or self._snapshotting.done()
+            ):
+                # Its own task: under load a snapshot takes many slices, and the heartbeat and the wall-clock
+                # watermark (a silent sensor's alert) must not wait for it.
+                self._snapshotting = asyncio.create_task(self._snapshot(), name="snapshot")
+                self._snapshotting.add_done_callback(self._watch)
                 next_snapshot = time.monotonic() + SNAPSHOT_EVERY_S
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), TICK_S)
+
+    async def _snapshot(self) -> None:
+        try:
+            await save_snapshot(self.engine, self.snapshot_path)
+        except OSError as e:  # a full or failing disk: the agent goes on, the last snapshot stays
+            log.error("engine snapshot failed", extra={"error": repr(e)})
 
     # ------------------------------------------------------------ hot reload
     async def _follow_rules(self, stop: asyncio.Event) -> None:
@@ -455,6 +464,9 @@ class EdgeAgent:
         if pending:  # let their `finally` blocks run (ingest hands its last batch to the spool) before close
             await asyncio.wait(pending, timeout=5)
         self.mqtt.stop()
+        if self._snapshotting is not None and not self._snapshotting.done():
+            self._snapshotting.cancel()  # it writes the same file as the final snapshot below
+            await asyncio.wait([self._snapshotting])
         self._save_engine()
         left = self.spool.stats()
         self.spool.close()
