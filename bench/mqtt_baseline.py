@@ -19,7 +19,7 @@ import socket
 import threading
 import time
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 PAYLOAD = b'{"id":"raw-0000000","value":1,"ts":1764060000.123456}'  # the size of a bench trigger event
@@ -84,7 +84,41 @@ def _connect(host: str, port: int, name: str) -> socket.socket:
     return sock
 
 
-class SocketSubscriber:
+class _SocketClient:
+    """An MQTT connection over a plain socket whose reader thread (`_read`) takes what the broker sends."""
+
+    _sock: socket.socket
+    _reader: threading.Thread
+
+    def _start_reader(self, sock: socket.socket, name: str) -> None:
+        sock.settimeout(None)
+        self._sock = sock
+        self._reader = threading.Thread(target=self._read, name=name, daemon=True)
+        self._reader.start()
+
+    def _read(self) -> None:
+        raise NotImplementedError
+
+    def _chunks(self) -> Iterator[bytes]:
+        """What each `recv` brings, until the connection closes."""
+        while True:
+            try:
+                data = self._sock.recv(1 << 16)
+            except OSError:
+                return
+            if not data:
+                return
+            yield data
+
+    def close(self) -> None:
+        with contextlib.suppress(OSError):
+            self._sock.sendall(b"\xe0\x00")  # DISCONNECT
+            self._sock.shutdown(socket.SHUT_RDWR)
+        self._sock.close()
+        self._reader.join(5)
+
+
+class SocketSubscriber(_SocketClient):
     """The receiving side (the device, the raw baseline's subscriber): an MQTT 3.1.1 QoS 1 subscriber whose
     reader thread takes what one `recv` brings, times it (`on_message(perf_counter, topic, payload)` for
     each PUBLISH in it) and acknowledges it with one `send`.
@@ -116,22 +150,13 @@ class SocketSubscriber:
         except BaseException:
             sock.close()
             raise
-        sock.settimeout(None)
-        self._sock = sock
         self._on_message = on_message
-        self._reader = threading.Thread(target=self._read, name=f"{name}-reader", daemon=True)
-        self._reader.start()
+        self._start_reader(sock, f"{name}-reader")
 
     def _read(self) -> None:
         buf = bytearray()
         clock, on_message = time.perf_counter, self._on_message
-        while True:
-            try:
-                data = self._sock.recv(1 << 16)
-            except OSError:
-                return
-            if not data:
-                return
+        for data in self._chunks():
             t = clock()
             buf += data
             acks = bytearray()
@@ -153,7 +178,7 @@ class SocketSubscriber:
                 if first >> 4 == 3:  # PUBLISH
                     topic_end = i + 2 + (buf[i] << 8 | buf[i + 1])
                     start = topic_end
-                    if first & 0x06:  # QoS 1 or 2: a packet id follows the topic
+                    if first & 0x06:  # QoS 1 (the most we subscribe at): a packet id follows the topic
                         acks += b"\x40\x02" + buf[topic_end : topic_end + 2]
                         start += 2
                     on_message(t, buf[i + 2 : topic_end].decode(), bytes(buf[start:end]))
@@ -165,15 +190,8 @@ class SocketSubscriber:
                 except OSError:
                     return
 
-    def close(self) -> None:
-        with contextlib.suppress(OSError):
-            self._sock.sendall(b"\xe0\x00")  # DISCONNECT
-            self._sock.shutdown(socket.SHUT_RDWR)
-        self._sock.close()
-        self._reader.join(5)
 
-
-class SocketPublisher:
+class SocketPublisher(_SocketClient):
     """The sensors' side of the load: an MQTT 3.1.1 QoS 1 publisher that writes each PUBLISH with one
     `send` from the calling thread, while a reader thread counts the broker's PUBACKs (`acked`).
 
@@ -186,21 +204,11 @@ class SocketPublisher:
     def __init__(self, host: str, port: int, name: str) -> None:
         self.acked = 0
         self._mid = 0
-        sock = _connect(host, port, name)
-        sock.settimeout(None)
-        self._sock = sock
-        self._reader = threading.Thread(target=self._read, name=f"{name}-pubacks", daemon=True)
-        self._reader.start()
+        self._start_reader(_connect(host, port, name), f"{name}-pubacks")
 
     def _read(self) -> None:
         left = 0
-        while True:
-            try:
-                data = self._sock.recv(1 << 16)
-            except OSError:
-                return
-            if not data:
-                return
+        for data in self._chunks():
             left += len(data)
             self.acked += left // 4  # only this thread writes it
             left %= 4
@@ -235,13 +243,6 @@ class SocketPublisher:
                 f"{self.acked - base} of {len(messages)} publishes acknowledged in {timeout_s:.0f} s"
             )
         return time.perf_counter() - t0
-
-    def close(self) -> None:
-        with contextlib.suppress(OSError):
-            self._sock.sendall(b"\xe0\x00")  # DISCONNECT
-            self._sock.shutdown(socket.SHUT_RDWR)
-        self._sock.close()
-        self._reader.join(5)
 
 
 def pacing(lags: Sequence[float], count: int, wall_s: float) -> dict[str, float]:
