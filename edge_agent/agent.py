@@ -563,10 +563,15 @@ async def save_snapshot(engine: Engine, path: Path, slice_s: float = SNAPSHOT_SL
     engine.checkpoint()
     tmp = path.with_suffix(".tmp")
     clock = time.perf_counter
+    store = engine.store
     with tmp.open("wb") as f:
         until = clock() + slice_s
-        for key, state in engine.store.items():
-            f.write(_snapshot_line(key, state))
+        for key in [key for key, _ in store.items()]:
+            state = store.get(
+                key
+            )  # as it stands now, between slices; None: removed meanwhile (a rules reload)
+            if state is not None:
+                f.write(_snapshot_line(key, state))
             if clock() >= until:
                 await asyncio.sleep(0)
                 until = clock() + slice_s

@@ -71,7 +71,11 @@ class Downlink:
                 bootstrap_servers=self.bootstrap,
                 group_id=self.group,
                 auto_offset_reset="latest",  # a gateway that was away does not replay stale commands on first start
-                enable_auto_commit=True,
+                # Committed after each batch is carried out, not by a timer: a stop then has nothing left to
+                # commit (its last auto-commit retried for as long as the group coordinator was unsettled,
+                # 15 s and more after a Kafka restart), and a restart delivers again only a batch whose
+                # commit failed (the ledger of carried-out ids lives in memory only).
+                enable_auto_commit=False,
                 **self.security,
             )
             try:
@@ -82,6 +86,8 @@ class Downlink:
                     for messages in batches.values():
                         for msg in messages:
                             self._handle(msg.value)
+                    if batches:
+                        await self._commit(consumer)
             except (KafkaError, OSError) as e:
                 log.warning(
                     "command consumer lost kafka; retrying", extra={"error": repr(e), "retry_in_s": delay}
@@ -90,23 +96,23 @@ class Downlink:
                     await asyncio.wait_for(stop.wait(), delay)
                 delay = min(delay * 2, 5.0)
             finally:
-                await self._stop_consumer(consumer, stop.is_set())
+                await self._stop_consumer(consumer)
 
     @staticmethod
-    async def _stop_consumer(consumer: AIOKafkaConsumer, shutting_down: bool) -> None:
-        if not shutting_down:
-            await consumer.stop()
-            return
-        # Its last offset commit retries for as long as the group coordinator is unsettled: after a restart
-        # of Kafka that was 15 s and more, and the agent's shutdown waited for it. A commit lost here only
-        # delivers a few commands again after the restart, and commands are idempotent by id.
+    async def _commit(consumer: AIOKafkaConsumer) -> None:
+        try:
+            await asyncio.wait_for(consumer.commit(), CONSUMER_STOP_S)
+        except (TimeoutError, KafkaError) as e:  # the next batch's commit covers this one's offsets too
+            log.warning("command offsets not committed", extra={"error": repr(e)})
+
+    @staticmethod
+    async def _stop_consumer(consumer: AIOKafkaConsumer) -> None:
+        """Leave the group and close, within CONSUMER_STOP_S: neither a shutdown nor a reconnect waits longer
+        for a coordinator that does not answer."""
         try:
             await asyncio.wait_for(consumer.stop(), CONSUMER_STOP_S)
         except TimeoutError:
-            log.warning(
-                "command consumer did not stop in time; its last offsets may be uncommitted",
-                extra={"timeout_s": CONSUMER_STOP_S},
-            )
+            log.warning("command consumer did not stop in time", extra={"timeout_s": CONSUMER_STOP_S})
 
     def _handle(self, raw: bytes | None) -> None:
         if raw is None:

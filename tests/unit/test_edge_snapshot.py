@@ -66,19 +66,21 @@ def test_restored_windows_are_compact_again(tmp_path: Path) -> None:
 
 
 async def test_a_snapshot_taken_while_events_arrive_holds_every_group_whole(tmp_path: Path) -> None:
-    """The agent writes its snapshot on the event loop in slices; events processed between the slices
-    change groups, and each group is written as it stood at its turn: restorable, every window's times,
-    values and ids of one length."""
+    """The agent writes its snapshot on the event loop in slices; between them events add groups and
+    change others, and groups go (a rules reload): each group is written as it stands at its turn, whole
+    (every window's times, values and ids of one length), and one removed before its turn is not written."""
     engine = busy_engine()
     path = tmp_path / "engine.snapshot.json"
+    doomed = [key for key, _ in engine.store.items() if key.startswith("hot-room|")][-1]
     interleaved = 0
     writing = True
 
     async def more_events() -> None:
         nonlocal interleaved
+        engine.store.delete(doomed)
         i = 300
         while writing:
-            site = f"d/c/b/f{i % 3}/r{i % 7}"
+            site = f"d/c/b/f{i % 3}/r{i}"  # a new room each time: new groups while the snapshot is written
             engine.process(
                 SensorEvent(
                     site=site, sensor=f"t-{i % 11}", kind="temperature", value=20 + i % 30, ts=1e9 + i
@@ -88,14 +90,17 @@ async def test_a_snapshot_taken_while_events_arrive_holds_every_group_whole(tmp_
             i += 1
             await asyncio.sleep(0)
 
-    feeder = asyncio.create_task(more_events())
-    await asyncio.sleep(0)
+    engine.checkpoint()  # the clock's entry, which the snapshot writes first
+    groups_before = len(engine.store)
+    feeder = asyncio.create_task(more_events())  # its first step runs at the snapshot's first slice
     await save_snapshot(engine, path, slice_s=0.0)  # a slice per group: the most interleaving
     writing = False
     await feeder
 
     assert interleaved > 1
     state = read_snapshot(path)
+    assert doomed not in state
+    assert len(state) == groups_before - 1  # the groups there when it began, less the one removed since
     windows = [s for k, s in state.items() if k.startswith("~") and "t" in s]
     assert windows
     assert all(len(w["t"]) == len(w["v"]) == len(w["i"]) for w in windows)
