@@ -567,9 +567,8 @@ async def save_snapshot(engine: Engine, path: Path, slice_s: float = SNAPSHOT_SL
     with tmp.open("wb") as f:
         until = clock() + slice_s
         for key in [key for key, _ in store.items()]:
-            state = store.get(
-                key
-            )  # as it stands now, between slices; None: removed meanwhile (a rules reload)
+            # as it stands now, between slices; None: removed meanwhile (a rules reload)
+            state = store.get(key)
             if state is not None:
                 f.write(_snapshot_line(key, state))
             if clock() >= until:

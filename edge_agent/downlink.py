@@ -20,7 +20,8 @@ from aiokafka.errors import KafkaError
 from schemas import Command, SchemaError
 
 log = logging.getLogger("nerve.edge.downlink")
-CONSUMER_STOP_S = 3.0  # at shutdown, the most the command consumer may take to leave its group and close
+# The most the command consumer may take to commit a batch, or to leave its group and close.
+CONSUMER_STOP_S = 3.0
 
 
 class CommandLedger:

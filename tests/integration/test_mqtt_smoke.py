@@ -15,6 +15,8 @@ from paho.mqtt.enums import CallbackAPIVersion
 from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
 
+from tests.integration.edge_kit import forget_mqtt_session
+
 pytestmark = pytest.mark.integration
 
 MESSAGES = 200
@@ -144,13 +146,6 @@ def publisher(mqtt_address: tuple[str, int]) -> Iterator[Peer]:
     peer.disconnect()
 
 
-def forget_session(address: tuple[str, int], client_id: str) -> None:
-    """Drops the broker's persistent session of `client_id`, so that tests leave nothing queued behind."""
-    peer = Peer(address, client_id, clean_session=True)
-    peer.connect()
-    peer.disconnect()
-
-
 def payloads(start: int, count: int) -> list[bytes]:
     return [f"reading-{seq:05d}".encode() for seq in range(start, start + count)]
 
@@ -173,7 +168,7 @@ def test_qos1_messages_arrive_in_order(
         subscriber.disconnect()
     finally:
         subscriber.client.loop_stop()
-        forget_session(mqtt_address, subscriber_id)
+        forget_mqtt_session(*mqtt_address, subscriber_id)
 
 
 def test_persistent_session_keeps_messages_while_subscriber_is_offline(
@@ -203,4 +198,4 @@ def test_persistent_session_keeps_messages_while_subscriber_is_offline(
         subscriber.disconnect()
     finally:
         subscriber.client.loop_stop()
-        forget_session(mqtt_address, subscriber_id)
+        forget_mqtt_session(*mqtt_address, subscriber_id)
