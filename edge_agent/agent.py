@@ -23,7 +23,7 @@ from edge_agent.config import EdgeConfig
 from edge_agent.downlink import CommandLedger, Downlink
 from edge_agent.ingest import Decoder, Rejected, TopicTemplate
 from edge_agent.mqtt_link import Inbound, MqttLink
-from edge_agent.spool import Priority, Spool, SpoolRecord, SpoolWriteError
+from edge_agent.spool import Priority, Spool, SpoolError, SpoolRecord, SpoolWriteError
 from edge_agent.telemetry import EdgeMetrics
 from edge_agent.uplink import Uplink
 from reflexes import Engine, MemoryStore, RuleSet, RuleSetError
@@ -62,13 +62,13 @@ class EdgeAgent:
         self.engine = self._restore_engine(rules)
         self.decoder = Decoder(config)
         self.recent = RecentIds(config.dedup_window)
-        self.ledger = CommandLedger()
         self.spool = Spool(
             Path(config.spool.path) / "queue",
             max_bytes=config.spool.max_bytes,
             sync=config.spool.sync,
             when_full=config.spool.when_full,
         )
+        self.ledger = CommandLedger(restored=self.spool.ledger())
         self.uplink = Uplink(
             self.spool,
             bootstrap=config.kafka.bootstrap,
@@ -147,6 +147,19 @@ class EdgeAgent:
 
     def _actuate_from_brain(self, command: Command) -> None:
         self._actuate(command, "brain")
+
+    async def _store_ledger(self) -> None:
+        """Store the ids of the commands carried out since the last spool write (synced), so a command
+        delivered again after a restart is still known. A failing disk only logs: the entries are tried
+        again with the next write."""
+        ledger = self.ledger.take()
+        if not ledger:
+            return
+        try:
+            await asyncio.to_thread(self.spool.append, [], ledger)
+        except SpoolError as e:
+            self.ledger.give_back(ledger)
+            log.error("command ledger not stored; retried with the next write", extra={"error": str(e)})
 
     # ------------------------------------------------------------ ingest
     def _apply(self, event: SensorEvent, records: list[SpoolRecord], received: float) -> None:
@@ -285,12 +298,14 @@ class EdgeAgent:
         growing pause, while ingest fills the pipe and then waits, and the broker keeps the rest. False
         when the agent is stopping and the disk still fails."""
         pause = SPOOL_RETRY_S
+        ledger = self.ledger.take()  # the commands these records' input caused, and any before them
         while True:
             try:
-                stored = await asyncio.to_thread(self.spool.append, records)
+                stored = await asyncio.to_thread(self.spool.append, records, ledger)
             except SpoolWriteError as e:
                 if self._stopping:
                     log.error("spool write failed at shutdown; unacknowledged input stays with the broker")
+                    self.ledger.give_back(ledger)
                     return False
                 log.error("spool write failed; retrying", extra={"error": str(e), "retry_in_s": pause})
                 await asyncio.sleep(pause)
@@ -319,7 +334,12 @@ class EdgeAgent:
             if outputs:
                 self._publish_outputs(outputs, records)
             if records:
-                await asyncio.to_thread(self.spool.append, records)
+                ledger = self.ledger.take()
+                try:
+                    await asyncio.to_thread(self.spool.append, records, ledger)
+                except BaseException:
+                    self.ledger.give_back(ledger)
+                    raise
                 self.uplink.wake()
             stats = self.spool.stats()
             self.metrics.spool_bytes.set(stats.bytes)
@@ -426,6 +446,7 @@ class EdgeAgent:
             group=f"nerve-edge-{cfg.gateway}",
             scope=cfg.site,
             actuate=self._actuate_from_brain,
+            settle=self._store_ledger,
             security=aiokafka_options(cfg.kafka),
         )
         tasks = [
@@ -468,6 +489,7 @@ class EdgeAgent:
             self._snapshotting.cancel()  # it writes the same file as the final snapshot below
             await asyncio.wait([self._snapshotting])
         self._save_engine()
+        await self._store_ledger()
         left = self.spool.stats()
         self.spool.close()
         log.info(

@@ -11,12 +11,13 @@ import asyncio
 import contextlib
 import logging
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable, Iterable
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer
 from aiokafka.errors import KafkaError
 
+from edge_agent.spool import LedgerEntry
 from schemas import Command, SchemaError
 
 log = logging.getLogger("nerve.edge.downlink")
@@ -25,11 +26,31 @@ CONSUMER_STOP_S = 3.0
 
 
 class CommandLedger:
-    """The ids of the last `size` commands carried out, so that a redelivered command is not actuated twice."""
+    """The ids of the last `size` commands carried out, so that a redelivered command is not actuated twice.
 
-    def __init__(self, size: int = 10_000) -> None:
+    It outlives the agent in the spool: `restored` are the spool's entries, and each id seen for the first
+    time waits in `take()` to be stored, in the same synced write as the input that caused it (a reflex's
+    command) or before the command topic's offsets are committed (the brain's). Entry n goes to slot
+    n % `size`, so the stored ledger holds the last `size` ids too. A command carried out just before a
+    crash, before its entry was stored, may be carried out again after the restart: at least once, never
+    lost."""
+
+    def __init__(self, size: int = 10_000, restored: Iterable[tuple[int, str]] = ()) -> None:
+        if size < 1:
+            raise ValueError(f"size must be at least 1, got {size}")
         self.size = size
         self._ids: OrderedDict[str, None] = OrderedDict()
+        self._next = 0
+        for number, command_id in sorted(restored)[-size:]:
+            self._ids[command_id] = None
+            self._ids.move_to_end(command_id)
+            self._next = number + 1
+        while len(self._ids) > size:
+            self._ids.popitem(last=False)
+        self._unstored: list[LedgerEntry] = []
+
+    def __len__(self) -> int:
+        return len(self._ids)
 
     def first_time(self, command_id: str) -> bool:
         """True (and remembered) the first time an id is seen."""
@@ -38,7 +59,18 @@ class CommandLedger:
         self._ids[command_id] = None
         if len(self._ids) > self.size:
             self._ids.popitem(last=False)
+        self._unstored.append((self._next % self.size, self._next, command_id))
+        self._next += 1
         return True
+
+    def take(self) -> list[LedgerEntry]:
+        """The entries not yet stored, oldest first; the caller stores them or `give_back`s them."""
+        entries, self._unstored = self._unstored, []
+        return entries
+
+    def give_back(self, entries: list[LedgerEntry]) -> None:
+        """Entries whose write failed, to be stored with the next ones."""
+        self._unstored[:0] = entries
 
 
 def within(site: str, scope: str) -> bool:
@@ -57,11 +89,15 @@ class Downlink:
         group: str,
         scope: str,
         actuate: Callable[[Command], None],
+        settle: Callable[[], Awaitable[None]] | None = None,
         security: dict[str, Any] | None = None,
     ) -> None:
+        """`actuate` carries out a command; `settle`, awaited after each batch of them and before its
+        offsets are committed, makes what they changed durable (the agent stores its command ledger)."""
         self.bootstrap, self.topic, self.group, self.scope = bootstrap, topic, group, scope
         self.security = security or {}
         self.actuate = actuate
+        self.settle = settle
         self.received = 0
 
     async def run(self, stop: asyncio.Event) -> None:
@@ -75,7 +111,8 @@ class Downlink:
                 # Committed after each batch is carried out, not by a timer: a stop then has nothing left to
                 # commit (its last auto-commit retried for as long as the group coordinator was unsettled,
                 # 15 s and more after a Kafka restart), and a restart delivers again only a batch whose
-                # commit failed (the ledger of carried-out ids lives in memory only).
+                # commit failed (and the ledger of carried-out ids, stored by `settle`, keeps that from
+                # actuating them twice).
                 enable_auto_commit=False,
                 **self.security,
             )
@@ -88,6 +125,8 @@ class Downlink:
                         for msg in messages:
                             self._handle(msg.value)
                     if batches:
+                        if self.settle is not None:
+                            await self.settle()
                         await self._commit(consumer)
             except (KafkaError, OSError) as e:
                 log.warning(

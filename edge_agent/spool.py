@@ -4,6 +4,11 @@ This module is the only owner of the spool files. Records are kept in RocksDB (r
 under 9-byte keys, a priority byte and a big-endian u64 sequence, so key order is the drain order:
 every urgent record before any telemetry, oldest first within a class. A record's value is a 7-byte
 header (format, topic length, key length) followed by the topic, the key and the payload, unencoded.
+
+The same store keeps the agent's command ledger (the ids of the commands it carried out, so that one
+delivered again after a restart is not actuated twice): a ring of slots under keys 0x03 + a big-endian
+u32 slot, each holding the entry's number (u64) and the command id, written in the same atomic, synced
+batches as the records.
 """
 
 from __future__ import annotations
@@ -28,6 +33,9 @@ log = logging.getLogger("nerve.edge.spool")
 SpoolId = NewType("SpoolId", bytes)
 """Opaque, orderable id of a stored record (its RocksDB key); order is drain order."""
 
+LedgerEntry = tuple[int, int, str]
+"""A command ledger entry to store: (slot, number, command id). A slot holds the latest entry written to it."""
+
 _KEY = struct.Struct(">BQ")
 _HEADER = struct.Struct(">BHI")  # format, topic length, key length (_NO_KEY: the record has no key)
 _FORMAT = 1
@@ -35,6 +43,9 @@ _NO_KEY = 0xFFFFFFFF
 _SEQ = struct.Struct(">Q")
 # Next sequence, written in every append batch so ids are never reused, even after a full drain.
 _META_NEXT_SEQ = b"\x02next-seq"
+_LEDGER = 3  # first byte of the command ledger's keys; above every record's and the meta key
+_LEDGER_KEY = struct.Struct(">BI")  # _LEDGER, slot
+_LEDGER_NUMBER = struct.Struct(">Q")  # a ledger value: the entry's number, then the command id (UTF-8)
 _DROP_LOG_INTERVAL = 60.0  # seconds between summary lines while a drop episode lasts
 # Memory RocksDB may hold, in bytes. The spool is a FIFO: records are read once, just after they were
 # written (from the memtable), or once in order while a backlog drains; a block cache saves nothing
@@ -247,12 +258,12 @@ class Spool:
             it.next()
         return next_seq
 
-    def append(self, records: Sequence[SpoolRecord]) -> int:
-        """Store `records` in one atomic batch, durable on return when `sync` is set; then, if the
-        spool holds more than `max_bytes`, drop the oldest telemetry until it does not. Under
-        `drop_new_telemetry`, telemetry that would take it over `max_bytes` is not stored. Returns how
-        many of `records` were stored."""
-        if not records:
+    def append(self, records: Sequence[SpoolRecord], ledger: Sequence[LedgerEntry] = ()) -> int:
+        """Store `records` and the command `ledger` entries in one atomic batch, durable on return when
+        `sync` is set; then, if the spool holds more than `max_bytes`, drop the oldest telemetry until it
+        does not. Under `drop_new_telemetry`, telemetry that would take it over `max_bytes` is not stored
+        (the ledger entries are). Returns how many of `records` were stored."""
+        if not records and not ledger:
             return 0
         with self._append_lock:
             self._check_open()
@@ -282,10 +293,12 @@ class Spool:
                 added[record.priority] += 1
                 size += len(value)
                 seq += 1
-            if not entries:  # every record was new telemetry that did not fit
+            if not entries and not ledger:  # every record was new telemetry that did not fit
                 with self._lock:
                     self._count_drops(refused, refused_bytes)
                 return 0
+            for slot, number, command_id in ledger:
+                batch.put(_LEDGER_KEY.pack(_LEDGER, slot), _LEDGER_NUMBER.pack(number) + command_id.encode())
             batch.put(_META_NEXT_SEQ, _SEQ.pack(seq))
             self._next_seq = seq  # even if the write fails: an id is never reused
             try:
@@ -316,6 +329,29 @@ class Spool:
                     f"spool {self.path}: append of {len(records)} stored but not synced: {unsynced}"
                 ) from unsynced
             return len(entries)
+
+    def ledger(self) -> list[tuple[int, str]]:
+        """The stored command ledger: (number, command id) of each slot, oldest number first."""
+        with self._append_lock:
+            self._check_open()
+            bound = ReadOptions()
+            bound.set_iterate_upper_bound(bytes([_LEDGER + 1]))
+            it = self._db.iter(bound)
+            it.seek(bytes([_LEDGER]))
+            entries: list[tuple[int, str]] = []
+            while it.valid():
+                key: bytes = it.key()
+                value: bytes = it.value()
+                if len(key) != _LEDGER_KEY.size or len(value) < _LEDGER_NUMBER.size:
+                    raise SpoolCorruptError(f"spool {self.path}: unexpected ledger entry {key.hex()}")
+                try:
+                    command_id = value[_LEDGER_NUMBER.size :].decode()
+                except UnicodeDecodeError as exc:
+                    raise SpoolCorruptError(f"spool {self.path}: ledger entry {key.hex()}: {exc}") from exc
+                entries.append((_LEDGER_NUMBER.unpack_from(value)[0], command_id))
+                it.next()
+        entries.sort()
+        return entries
 
     def _count_drops(self, n: int, size: int) -> None:
         """With the lock held: count and log `n` telemetry records of `size` bytes dropped by an append."""

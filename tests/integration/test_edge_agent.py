@@ -1,9 +1,10 @@
 """The edge agent on the real Mosquitto and Kafka: reflex latency, bad input, silence, uplink outage,
-kill -9, and a Mosquitto restart."""
+kill -9, a Mosquitto restart, and the brain's commands."""
 
 from __future__ import annotations
 
 import asyncio
+import itertools
 import subprocess
 import sys
 import time
@@ -12,8 +13,10 @@ from pathlib import Path
 
 import orjson
 import pytest
+from aiokafka import AIOKafkaProducer
 
 from edge_agent.spool import Spool
+from schemas import Command
 from tests.integration.edge_kit import Gateway, MqttProbe, free_port, launcher, read_topics, wait_until
 
 pytestmark = pytest.mark.integration
@@ -415,3 +418,65 @@ async def test_a_full_spool_that_drops_new_telemetry_keeps_the_first_readings_an
     assert (
         spooled is not None and spooled <= stats.urgent + stats.telemetry
     )  # refused records are not counted
+
+
+async def test_brain_commands_are_carried_out_once_by_id_across_a_restart(
+    gateway: Gateway, probe: MqttProbe
+) -> None:
+    """Commands from the brain on the real command topic reach the device of their site once per id: a
+    repeat is ignored while the agent runs and after a restart (the ledger is kept in the spool), and a
+    command for a site outside the gateway's is not carried out."""
+    topic = gateway.prefix + "commands"
+    room = gateway.site + "/f1/r1"
+    device = f"{gateway.uid}/cmd/{room}/valve"
+
+    def command(command_id: str, site: str = room) -> bytes:
+        return Command(
+            id=command_id, alert_id="a-1", site=site, target="valve", command="close", ts=time.time()
+        ).to_json()
+
+    def seen(command_id: str) -> int:
+        return sum(1 for _, _, payload in probe.on(device) if orjson.loads(payload)["id"] == command_id)
+
+    producer = AIOKafkaProducer(bootstrap_servers=gateway.kafka)
+    await producer.start()
+    try:
+        await producer.send_and_wait(topic, command("before-start"))  # the topic exists before the agent
+        gateway.start()
+        # A first start reads from the end of the topic once its consumer has joined: until then, send again.
+        deadline = time.monotonic() + 60
+        for n in itertools.count():
+            await producer.send_and_wait(topic, command(f"hello-{n}"))
+            if any(seen(f"hello-{i}") for i in range(n + 1)):
+                break
+            assert time.monotonic() < deadline, "no command reached the device within 60 s"
+            await asyncio.sleep(0.5)  # pacing the hellos; the loop ends on a condition, with a deadline
+
+        for command_id, site in (("x-1", room), ("elsewhere", f"{gateway.uid}/c9/b9/f1/r1"), ("x-1", room)):
+            await producer.send_and_wait(topic, command(command_id, site))
+        await producer.send_and_wait(topic, command("x-2"))
+        await asyncio.to_thread(wait_until, lambda: seen("x-2") == 1, 30, "command x-2 on the device")
+        assert seen("x-1") == 1
+        assert seen("elsewhere") == 0
+        assert not [m for m in probe.on(f"{gateway.uid}/cmd/") if b'"elsewhere"' in m[2]]
+        probe.publish(
+            f"{gateway.uid}/f1/r1/gas-1/gas", b"12"
+        )  # a reflex's own command goes in the ledger too
+        valve = f"{gateway.uid}/cmd/{room}/gas_valve"
+        await asyncio.to_thread(wait_until, lambda: bool(probe.on(valve)), 10, "the reflex's command")
+        reflex_command = orjson.loads(probe.on(valve)[0][2])["id"]
+
+        assert gateway.stop() == 0
+        with Spool(gateway.tmp / "spool" / "queue", max_bytes=1 << 30) as spool:
+            stored = [command_id for _, command_id in spool.ledger()]
+        assert {"x-1", "x-2", reflex_command} <= set(stored)
+        assert "elsewhere" not in stored
+        assert len(stored) == len(set(stored))
+        gateway.start()
+        await producer.send_and_wait(topic, command("x-1"))  # sent again, e.g. by a brain that restarted
+        await producer.send_and_wait(topic, command("x-3"))
+        await asyncio.to_thread(wait_until, lambda: seen("x-3") == 1, 60, "command x-3 after the restart")
+        assert seen("x-1") == 1, "a command carried out before the restart was carried out again"
+        assert seen("x-2") == 1
+    finally:
+        await producer.stop()

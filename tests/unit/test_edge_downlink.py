@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from pathlib import Path
 from types import SimpleNamespace
 from typing import Any, ClassVar
 
@@ -12,6 +13,7 @@ import pytest
 
 from edge_agent import downlink
 from edge_agent.downlink import CommandLedger, Downlink
+from edge_agent.spool import Priority, Spool, SpoolRecord
 from schemas import Command
 
 
@@ -86,7 +88,8 @@ class OneBatchConsumer:
 
 
 async def test_offsets_are_committed_after_the_batch_is_carried_out(monkeypatch: pytest.MonkeyPatch) -> None:
-    """No timer commits (a stop has nothing left to commit); each batch is committed once carried out."""
+    """No timer commits (a stop has nothing left to commit); each batch is committed once carried out and
+    settled (the agent's command ledger stored)."""
     monkeypatch.setattr(downlink, "AIOKafkaConsumer", OneBatchConsumer)
     commands = [
         Command(id=f"c{i}", alert_id="a", site="a/b/f1", target="valve", command="close", ts=1.0)
@@ -94,12 +97,17 @@ async def test_offsets_are_committed_after_the_batch_is_carried_out(monkeypatch:
     ]
     OneBatchConsumer.done.clear()
     OneBatchConsumer.payloads[:] = [c.to_json() for c in commands]
+
+    async def settle() -> None:
+        OneBatchConsumer.done.append("settle")
+
     link = Downlink(
         bootstrap="unused:9092",
         topic="t",
         group="g",
         scope="a/b",
         actuate=lambda c: OneBatchConsumer.done.append(f"actuate {c.id}"),
+        settle=settle,
     )
     stop = asyncio.Event()
     task = asyncio.create_task(link.run(stop))
@@ -110,7 +118,14 @@ async def test_offsets_are_committed_after_the_batch_is_carried_out(monkeypatch:
     stop.set()
     await asyncio.wait_for(task, 5)
 
-    assert OneBatchConsumer.done == ["auto_commit=False", "actuate c0", "actuate c1", "commit", "stop"]
+    assert OneBatchConsumer.done == [
+        "auto_commit=False",
+        "actuate c0",
+        "actuate c1",
+        "settle",
+        "commit",
+        "stop",
+    ]
 
 
 def test_a_command_is_carried_out_once_by_id() -> None:
@@ -123,3 +138,44 @@ def test_a_command_is_carried_out_once_by_id() -> None:
     assert [ledger.first_time(i) for i in ids] == [True, True, True]
     assert ledger.first_time("c2") is False
     assert ledger.first_time("c0") is True  # beyond `size` ids back, forgotten
+
+
+def test_the_ledger_outlives_the_spool_it_is_stored_in(tmp_path: Path) -> None:
+    """Ids stored in the spool are known after a reopen; the stored ring keeps the last `size` of them."""
+    with Spool(tmp_path / "queue", max_bytes=1 << 30) as spool:
+        ledger = CommandLedger(size=3, restored=spool.ledger())
+        assert [ledger.first_time(f"c{i}") for i in range(4)] == [True] * 4
+        entries = ledger.take()
+        assert ledger.take() == []
+        spool.append([], entries[:2])  # c0, c1 stored on their own
+        spool.append([SpoolRecord(Priority.URGENT, "t", None, b"alert")], entries[2:])  # c2, c3 with a record
+        assert ledger.first_time("c4") is True
+        spool.append([], ledger.take())
+
+    with Spool(tmp_path / "queue", max_bytes=1 << 30) as spool:
+        assert spool.ledger() == [(2, "c2"), (3, "c3"), (4, "c4")]  # c0 and c1's slots were written over
+        assert spool.stats().urgent == 1  # ledger entries are not records
+        assert [r.value for _, r in spool.peek(10)] == [b"alert"]
+        again = CommandLedger(size=3, restored=spool.ledger())
+        assert [again.first_time(f"c{i}") for i in (2, 3, 4)] == [False] * 3
+        assert again.first_time("c0") is True  # beyond `size` ids back, forgotten
+        spool.append([], again.take())
+
+    with Spool(tmp_path / "queue", max_bytes=1 << 30) as spool:
+        assert spool.ledger() == [(3, "c3"), (4, "c4"), (5, "c0")]
+
+
+def test_a_ledger_write_that_fails_is_given_back_in_order() -> None:
+    ledger = CommandLedger(size=10)
+    ledger.first_time("a")
+    failed = ledger.take()
+    ledger.first_time("b")
+    ledger.give_back(failed)
+    assert [command_id for _, _, command_id in ledger.take()] == ["a", "b"]
+
+
+def test_a_full_spool_that_drops_new_telemetry_still_stores_the_ledger(tmp_path: Path) -> None:
+    with Spool(tmp_path / "queue", max_bytes=10, when_full="drop_new_telemetry") as spool:
+        stored = spool.append([SpoolRecord(Priority.TELEMETRY, "t", None, b"x" * 100)], [(0, 0, "c0")])
+        assert stored == 0
+        assert spool.ledger() == [(0, "c0")]
