@@ -88,11 +88,11 @@ async def test_a_failing_spool_write_is_retried_and_nothing_is_acked_before_it_h
     failures = [SpoolWriteError("disk full"), SpoolWriteError("disk full")]
     calls: list[int] = []
 
-    def flaky(records: Any) -> int:
+    def flaky(records: Any, ledger: Any = ()) -> int:
         calls.append(len(records))
         if failures:
             raise failures.pop(0)
-        return append(records)
+        return append(records, ledger)
 
     monkeypatch.setattr(agent.spool, "append", flaky)
     records = agent._ingest_batch([Inbound("sensors/f1/r101/t1/temperature", b"21", 1, 1)])
