@@ -13,6 +13,7 @@ import contextlib
 import logging
 import os
 import time
+from functools import partial
 from pathlib import Path
 
 import orjson
@@ -69,6 +70,8 @@ class EdgeAgent:
             when_full=config.spool.when_full,
         )
         self.ledger = CommandLedger(restored=self.spool.ledger())
+        self._undelivered: set[str] = set()  # ids of commands published that the broker has not taken yet
+        self._delivery = asyncio.Event()  # set at each command the broker takes
         self.uplink = Uplink(
             self.spool,
             bootstrap=config.kafka.bootstrap,
@@ -139,27 +142,59 @@ class EdgeAgent:
 
     def _actuate(self, command: Command, origin: str) -> None:
         if not self.ledger.first_time(command.id):
+            self.metrics.commands_ignored.labels(reason="repeat").inc()
             return
         assert self.mqtt is not None
         topic = self.config.mqtt.command_topic.format(site=command.site, target=command.target)
-        self.mqtt.publish(topic, command.to_json())
+        self._undelivered.add(command.id)
+        self.mqtt.publish(topic, command.to_json(), on_delivered=partial(self._delivered, command.id))
         self.metrics.commands.labels(origin=origin).inc()
+
+    def _delivered(self, command_id: str) -> None:
+        """The broker has taken a command: its id goes into the ledger's next spool write."""
+        self._undelivered.discard(command_id)
+        self.ledger.delivered(command_id)
+        self._delivery.set()
 
     def _actuate_from_brain(self, command: Command) -> None:
         self._actuate(command, "brain")
 
-    async def _store_ledger(self) -> None:
-        """Store the ids of the commands carried out since the last spool write (synced), so a command
-        delivered again after a restart is still known. A failing disk only logs: the entries are tried
-        again with the next write."""
+    def _outside(self, command: Command) -> None:
+        self.metrics.commands_ignored.labels(reason="outside").inc()
+
+    async def _settle_commands(self) -> bool:
+        """After a batch of the brain's commands, before their offsets are committed: wait until the broker
+        has taken every command carried out so far (while it is away, until it is back), then store their
+        ids. False (the offsets stay uncommitted, Kafka delivers the batch again after a restart) when the
+        agent stops first or the spool cannot be written."""
+        waiting = set(self._undelivered)
+        while waiting:
+            if self._stop is None or self._stop.is_set():
+                return False
+            self._delivery.clear()
+            waiting &= self._undelivered
+            if waiting:
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._delivery.wait(), TICK_S)
+        return await self._store_ledger()
+
+    async def _store_ledger(self) -> bool:
+        """Store (synced) the ids of the delivered commands that no spool write has taken yet, so a command
+        delivered again after a restart is still known. A failing disk only logs and returns False: the
+        entries go with the next write."""
         ledger = self.ledger.take()
         if not ledger:
-            return
+            return True
         try:
             await asyncio.to_thread(self.spool.append, [], ledger)
         except SpoolError as e:
             self.ledger.give_back(ledger)
             log.error("command ledger not stored; retried with the next write", extra={"error": str(e)})
+            return False
+        except BaseException:
+            self.ledger.give_back(ledger)
+            raise
+        return True
 
     # ------------------------------------------------------------ ingest
     def _apply(self, event: SensorEvent, records: list[SpoolRecord], received: float) -> None:
@@ -298,22 +333,29 @@ class EdgeAgent:
         growing pause, while ingest fills the pipe and then waits, and the broker keeps the rest. False
         when the agent is stopping and the disk still fails."""
         pause = SPOOL_RETRY_S
-        ledger = self.ledger.take()  # the commands these records' input caused, and any before them
-        while True:
-            try:
-                stored = await asyncio.to_thread(self.spool.append, records, ledger)
-            except SpoolWriteError as e:
-                if self._stopping:
-                    log.error("spool write failed at shutdown; unacknowledged input stays with the broker")
-                    self.ledger.give_back(ledger)
-                    return False
-                log.error("spool write failed; retrying", extra={"error": str(e), "retry_in_s": pause})
-                await asyncio.sleep(pause)
-                pause = min(pause * 2, 20 * SPOOL_RETRY_S)
-                continue
-            self.metrics.spooled.inc(stored)  # not what the spool refused (spool.when_full)
-            self.uplink.wake()
-            return True
+        ledger = self.ledger.take()  # ids of the commands the broker has taken since the last write
+        written = False
+        try:
+            while True:
+                try:
+                    stored = await asyncio.to_thread(self.spool.append, records, ledger)
+                except SpoolWriteError as e:
+                    if self._stopping:
+                        log.error(
+                            "spool write failed at shutdown; unacknowledged input stays with the broker"
+                        )
+                        return False
+                    log.error("spool write failed; retrying", extra={"error": str(e), "retry_in_s": pause})
+                    await asyncio.sleep(pause)
+                    pause = min(pause * 2, 20 * SPOOL_RETRY_S)
+                    continue
+                written = True
+                self.metrics.spooled.inc(stored)  # not what the spool refused (spool.when_full)
+                self.uplink.wake()
+                return True
+        finally:
+            if not written:  # given up, or cancelled at shutdown: the next write (the final one) takes them
+                self.ledger.give_back(ledger)
 
     # ------------------------------------------------------------ clock, heartbeat, gauges
     async def _tick(self, stop: asyncio.Event) -> None:
@@ -446,7 +488,8 @@ class EdgeAgent:
             group=f"nerve-edge-{cfg.gateway}",
             scope=cfg.site,
             actuate=self._actuate_from_brain,
-            settle=self._store_ledger,
+            settle=self._settle_commands,
+            outside=self._outside,
             security=aiokafka_options(cfg.kafka),
         )
         tasks = [

@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections import OrderedDict
+from collections import OrderedDict, deque
 from collections.abc import Awaitable, Callable, Iterable
 from typing import Any
 
@@ -28,12 +28,13 @@ CONSUMER_STOP_S = 3.0
 class CommandLedger:
     """The ids of the last `size` commands carried out, so that a redelivered command is not actuated twice.
 
-    It outlives the agent in the spool: `restored` are the spool's entries, and each id seen for the first
-    time waits in `take()` to be stored, in the same synced write as the input that caused it (a reflex's
-    command) or before the command topic's offsets are committed (the brain's). Entry n goes to slot
-    n % `size`, so the stored ledger holds the last `size` ids too. A command carried out just before a
-    crash, before its entry was stored, may be carried out again after the restart: at least once, never
-    lost."""
+    It outlives the agent in the spool: `restored` are the spool's entries. An id counts as carried out in
+    this process from `first_time` on; it is stored once the local broker has taken the command
+    (`delivered`: from then on the broker delivers it whatever happens to the agent), by the next spool
+    write, which takes it from `take()`. Entry n goes to slot n % `size`, so the stored ledger holds the
+    last `size` ids too. A command is carried out at least once, never lost: one the agent crashed
+    before delivering is carried out again when its input comes again, and one delivered just before a
+    crash, before its id was stored, may be too."""
 
     def __init__(self, size: int = 10_000, restored: Iterable[tuple[int, str]] = ()) -> None:
         if size < 1:
@@ -47,7 +48,7 @@ class CommandLedger:
             self._next = number + 1
         while len(self._ids) > size:
             self._ids.popitem(last=False)
-        self._unstored: list[LedgerEntry] = []
+        self._unstored: deque[LedgerEntry] = deque(maxlen=size)  # the newest `size`: all the ring keeps
 
     def __len__(self) -> int:
         return len(self._ids)
@@ -59,18 +60,22 @@ class CommandLedger:
         self._ids[command_id] = None
         if len(self._ids) > self.size:
             self._ids.popitem(last=False)
+        return True
+
+    def delivered(self, command_id: str) -> None:
+        """The broker has taken the command `command_id`: its id is to be stored."""
         self._unstored.append((self._next % self.size, self._next, command_id))
         self._next += 1
-        return True
 
     def take(self) -> list[LedgerEntry]:
         """The entries not yet stored, oldest first; the caller stores them or `give_back`s them."""
-        entries, self._unstored = self._unstored, []
+        entries = list(self._unstored)
+        self._unstored.clear()
         return entries
 
     def give_back(self, entries: list[LedgerEntry]) -> None:
         """Entries whose write failed, to be stored with the next ones."""
-        self._unstored[:0] = entries
+        self._unstored.extendleft(reversed(entries))
 
 
 def within(site: str, scope: str) -> bool:
@@ -89,15 +94,18 @@ class Downlink:
         group: str,
         scope: str,
         actuate: Callable[[Command], None],
-        settle: Callable[[], Awaitable[None]] | None = None,
+        settle: Callable[[], Awaitable[bool]] | None = None,
+        outside: Callable[[Command], None] | None = None,
         security: dict[str, Any] | None = None,
     ) -> None:
-        """`actuate` carries out a command; `settle`, awaited after each batch of them and before its
-        offsets are committed, makes what they changed durable (the agent stores its command ledger)."""
+        """`actuate` carries out a command of `scope`; `outside` hears of the others. `settle`, awaited after
+        each batch, makes what the batch's commands did durable (the agent waits for the broker to take
+        them and stores its command ledger): only when it says so are the batch's offsets committed."""
         self.bootstrap, self.topic, self.group, self.scope = bootstrap, topic, group, scope
         self.security = security or {}
         self.actuate = actuate
         self.settle = settle
+        self.outside = outside
         self.received = 0
 
     async def run(self, stop: asyncio.Event) -> None:
@@ -111,8 +119,8 @@ class Downlink:
                 # Committed after each batch is carried out, not by a timer: a stop then has nothing left to
                 # commit (its last auto-commit retried for as long as the group coordinator was unsettled,
                 # 15 s and more after a Kafka restart), and a restart delivers again only a batch whose
-                # commit failed (and the ledger of carried-out ids, stored by `settle`, keeps that from
-                # actuating them twice).
+                # commit failed or was held back (and the ledger of carried-out ids, stored by `settle`,
+                # keeps that from actuating them twice).
                 enable_auto_commit=False,
                 **self.security,
             )
@@ -124,9 +132,7 @@ class Downlink:
                     for messages in batches.values():
                         for msg in messages:
                             self._handle(msg.value)
-                    if batches:
-                        if self.settle is not None:
-                            await self.settle()
+                    if batches and (self.settle is None or await self.settle()):
                         await self._commit(consumer)
             except (KafkaError, OSError) as e:
                 log.warning(
@@ -165,3 +171,5 @@ class Downlink:
         if within(command.site, self.scope):
             self.received += 1
             self.actuate(command)
+        elif self.outside is not None:
+            self.outside(command)

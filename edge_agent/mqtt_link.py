@@ -323,6 +323,9 @@ class MqttLink:
         self._flush_soon = False
         self._closing = False
         self._supervisor: asyncio.Task[None] | None = None
+        self._on_delivered: dict[
+            int, Callable[[], None]
+        ] = {}  # by the mid of a publish the broker has not taken
         self.on_messages: Callable[[], None] | None = None
         """Called on the loop right after a read that added messages to the inbox (it may `take` them);
         what it leaves there wakes `wait_messages`."""
@@ -340,6 +343,7 @@ class MqttLink:
         client.on_connect = self._on_connect
         client.on_disconnect = self._on_disconnect
         client.on_message = self._on_message  # what paho's own path delivers
+        client.on_publish = self._on_publish
         client.receiver = self._receive
         client.on_socket_open = self._on_socket_open
         client.on_socket_close = self._on_socket_close
@@ -603,9 +607,23 @@ class MqttLink:
         if self._flush_soon:
             self._flush()
 
-    def publish(self, topic: str, payload: bytes, qos: int = 1) -> None:
-        """Queue a publish; QoS 1 publishes made while disconnected go out after the reconnect."""
-        self._client.publish(topic, payload, qos=qos)
+    def publish(
+        self, topic: str, payload: bytes, qos: int = 1, on_delivered: Callable[[], None] | None = None
+    ) -> None:
+        """Queue a publish; QoS 1 publishes made while disconnected go out after the reconnect.
+        `on_delivered` is called on the loop once the broker has taken the message (its PUBACK at QoS 1):
+        until then it lives only in this process."""
+        info = self._client.publish(topic, payload, qos=qos)
+        if on_delivered is not None:
+            if qos == 0:  # nothing to wait for
+                on_delivered()
+            else:  # its PUBACK is read on the loop, after this returns
+                self._on_delivered[info.mid] = on_delivered
+
+    def _on_publish(self, client: mqtt.Client, userdata: Any, mid: int, reason: Any, props: Any) -> None:
+        callback = self._on_delivered.pop(mid, None)
+        if callback is not None:
+            self._on_loop(callback)
 
     def stop(self) -> None:
         """Disconnect cleanly (what is queued goes out first) and stop reconnecting."""

@@ -331,7 +331,9 @@ class Spool:
             return len(entries)
 
     def ledger(self) -> list[tuple[int, str]]:
-        """The stored command ledger: (number, command id) of each slot, oldest number first."""
+        """The stored command ledger: (number, command id) of each slot, oldest number first. An
+        unreadable entry is logged and left out: it costs at most one repeated command, where refusing to
+        start would cost the gateway."""
         with self._append_lock:
             self._check_open()
             bound = ReadOptions()
@@ -342,13 +344,17 @@ class Spool:
             while it.valid():
                 key: bytes = it.key()
                 value: bytes = it.value()
-                if len(key) != _LEDGER_KEY.size or len(value) < _LEDGER_NUMBER.size:
-                    raise SpoolCorruptError(f"spool {self.path}: unexpected ledger entry {key.hex()}")
                 try:
-                    command_id = value[_LEDGER_NUMBER.size :].decode()
-                except UnicodeDecodeError as exc:
-                    raise SpoolCorruptError(f"spool {self.path}: ledger entry {key.hex()}: {exc}") from exc
-                entries.append((_LEDGER_NUMBER.unpack_from(value)[0], command_id))
+                    if len(key) != _LEDGER_KEY.size or len(value) < _LEDGER_NUMBER.size:
+                        raise ValueError(f"{len(key)}-byte key, {len(value)}-byte value")
+                    entries.append(
+                        (_LEDGER_NUMBER.unpack_from(value)[0], value[_LEDGER_NUMBER.size :].decode())
+                    )
+                except ValueError as exc:  # UnicodeDecodeError too
+                    log.warning(
+                        "unreadable command ledger entry skipped",
+                        extra={"spool": str(self.path), "key": key.hex(), "error": str(exc)},
+                    )
                 it.next()
         entries.sort()
         return entries

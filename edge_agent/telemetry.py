@@ -41,6 +41,12 @@ class EdgeMetrics:
         )
         self.alerts = Counter("nerve_edge_alerts", "Alerts raised by edge reflexes", ["status"], registry=r)
         self.commands = Counter("nerve_edge_commands", "Commands actuated over MQTT", ["origin"], registry=r)
+        self.commands_ignored = Counter(
+            "nerve_edge_commands_ignored",
+            "Commands not actuated: a repeat of one carried out (by id), or the brain's for a site outside",
+            ["reason"],
+            registry=r,
+        )
         self.late = Gauge(
             "nerve_edge_late_events", "Events older than the watermark (not applied)", registry=r
         )

@@ -162,14 +162,16 @@ metrics_port: {self.metrics_port}
             "the agent's ready line",
         )
 
-    def metric(self, name: str) -> float | None:
+    def metric(self, name: str, labels: str = "") -> float | None:
+        """The value of metric `name` (with exactly `labels`, e.g. 'reason="repeat"', if given)."""
+        prefixes = (f"{name}{{{labels}}} ",) if labels else (name + " ", name + "{")
         try:
             with urllib.request.urlopen(f"http://127.0.0.1:{self.metrics_port}/metrics", timeout=2) as r:
                 text = r.read().decode()
         except OSError:
             return None
         for line in text.splitlines():
-            if line.startswith((name + " ", name + "{")):
+            if line.startswith(prefixes):
                 return float(line.rsplit(" ", 1)[1])
         return None
 

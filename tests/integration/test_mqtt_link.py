@@ -7,7 +7,7 @@ import asyncio
 import contextlib
 import time
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 
 import paho.mqtt.client as mqtt
 import pytest
@@ -163,3 +163,32 @@ async def test_the_broker_refuses_a_packet_over_a_mebibyte_and_the_link_reads_on
             other.disconnect()
         assert (f"{root}/big", 70_000) in got
         assert not any(topic.endswith("/huge") for topic, _ in got)
+
+
+async def test_a_publish_reports_its_delivery_once_the_broker_has_taken_it(
+    mqtt_address: tuple[str, int],
+) -> None:
+    """`on_delivered` fires on the broker's PUBACK: not for a publish queued while the link is not connected,
+    until it is; then for every publish, each once."""
+    root = f"lk-{uuid.uuid4().hex[:8]}"
+    out = link(mqtt_address, f"{root}-actuator", [])
+    delivered: list[int] = []
+
+    def report(i: int) -> Callable[[], None]:
+        return lambda: delivered.append(i)
+
+    out.publish(f"{root}/cmd", b"0", on_delivered=report(0))  # not connected yet: queued
+    assert delivered == []
+    out.start()
+    try:
+        await asyncio.wait_for(out.connected.wait(), 10)
+        for i in range(1, 201):
+            out.publish(f"{root}/cmd", str(i).encode(), on_delivered=report(i))
+        out.flush()
+        deadline = time.monotonic() + 10
+        while len(delivered) < 201:
+            assert time.monotonic() < deadline, f"{len(delivered)} of 201 publishes reported delivered"
+            await asyncio.sleep(0.02)  # polling the callbacks' list, bounded by the deadline
+        assert sorted(delivered) == list(range(201))
+    finally:
+        out.stop()

@@ -10,6 +10,7 @@ from types import SimpleNamespace
 from typing import Any, ClassVar
 
 import pytest
+from rocksdict import Options, Rdict
 
 from edge_agent import downlink
 from edge_agent.downlink import CommandLedger, Downlink
@@ -87,19 +88,24 @@ class OneBatchConsumer:
         OneBatchConsumer.done.append("stop")
 
 
-async def test_offsets_are_committed_after_the_batch_is_carried_out(monkeypatch: pytest.MonkeyPatch) -> None:
+@pytest.mark.parametrize("settled", [True, False])
+async def test_offsets_are_committed_after_the_batch_is_carried_out_and_settled(
+    monkeypatch: pytest.MonkeyPatch, settled: bool
+) -> None:
     """No timer commits (a stop has nothing left to commit); each batch is committed once carried out and
-    settled (the agent's command ledger stored)."""
+    settled (delivered to the broker, the command ledger stored), and not at all if settling fails; commands
+    for sites outside the scope are handed to `outside`."""
     monkeypatch.setattr(downlink, "AIOKafkaConsumer", OneBatchConsumer)
     commands = [
-        Command(id=f"c{i}", alert_id="a", site="a/b/f1", target="valve", command="close", ts=1.0)
-        for i in range(2)
+        Command(id=f"c{i}", alert_id="a", site=site, target="valve", command="close", ts=1.0)
+        for i, site in enumerate(("a/b/f1", "a/bb/f1", "a/b/f2"))
     ]
     OneBatchConsumer.done.clear()
     OneBatchConsumer.payloads[:] = [c.to_json() for c in commands]
 
-    async def settle() -> None:
+    async def settle() -> bool:
         OneBatchConsumer.done.append("settle")
+        return settled
 
     link = Downlink(
         bootstrap="unused:9092",
@@ -108,11 +114,12 @@ async def test_offsets_are_committed_after_the_batch_is_carried_out(monkeypatch:
         scope="a/b",
         actuate=lambda c: OneBatchConsumer.done.append(f"actuate {c.id}"),
         settle=settle,
+        outside=lambda c: OneBatchConsumer.done.append(f"outside {c.id}"),
     )
     stop = asyncio.Event()
     task = asyncio.create_task(link.run(stop))
     deadline = time.monotonic() + 5
-    while "commit" not in OneBatchConsumer.done:
+    while "settle" not in OneBatchConsumer.done:
         assert time.monotonic() < deadline, OneBatchConsumer.done
         await asyncio.sleep(0.01)
     stop.set()
@@ -121,9 +128,10 @@ async def test_offsets_are_committed_after_the_batch_is_carried_out(monkeypatch:
     assert OneBatchConsumer.done == [
         "auto_commit=False",
         "actuate c0",
-        "actuate c1",
+        "outside c1",
+        "actuate c2",
         "settle",
-        "commit",
+        *(["commit"] if settled else []),
         "stop",
     ]
 
@@ -145,11 +153,15 @@ def test_the_ledger_outlives_the_spool_it_is_stored_in(tmp_path: Path) -> None:
     with Spool(tmp_path / "queue", max_bytes=1 << 30) as spool:
         ledger = CommandLedger(size=3, restored=spool.ledger())
         assert [ledger.first_time(f"c{i}") for i in range(4)] == [True] * 4
+        assert ledger.take() == []  # carried out, but not yet taken by the broker: nothing to store
+        for i in range(4):
+            ledger.delivered(f"c{i}")
         entries = ledger.take()
         assert ledger.take() == []
         spool.append([], entries[:2])  # c0, c1 stored on their own
         spool.append([SpoolRecord(Priority.URGENT, "t", None, b"alert")], entries[2:])  # c2, c3 with a record
         assert ledger.first_time("c4") is True
+        ledger.delivered("c4")
         spool.append([], ledger.take())
 
     with Spool(tmp_path / "queue", max_bytes=1 << 30) as spool:
@@ -159,6 +171,7 @@ def test_the_ledger_outlives_the_spool_it_is_stored_in(tmp_path: Path) -> None:
         again = CommandLedger(size=3, restored=spool.ledger())
         assert [again.first_time(f"c{i}") for i in (2, 3, 4)] == [False] * 3
         assert again.first_time("c0") is True  # beyond `size` ids back, forgotten
+        again.delivered("c0")
         spool.append([], again.take())
 
     with Spool(tmp_path / "queue", max_bytes=1 << 30) as spool:
@@ -167,15 +180,38 @@ def test_the_ledger_outlives_the_spool_it_is_stored_in(tmp_path: Path) -> None:
 
 def test_a_ledger_write_that_fails_is_given_back_in_order() -> None:
     ledger = CommandLedger(size=10)
-    ledger.first_time("a")
+    ledger.delivered("a")
     failed = ledger.take()
-    ledger.first_time("b")
+    ledger.delivered("b")
     ledger.give_back(failed)
     assert [command_id for _, _, command_id in ledger.take()] == ["a", "b"]
+
+
+def test_entries_waiting_to_be_stored_are_bounded_by_the_ring() -> None:
+    ledger = CommandLedger(size=3)
+    for i in range(5):  # a disk that fails for a while
+        ledger.delivered(f"c{i}")
+    assert [(slot, n, i) for slot, n, i in ledger.take()] == [(2, 2, "c2"), (0, 3, "c3"), (1, 4, "c4")]
 
 
 def test_a_full_spool_that_drops_new_telemetry_still_stores_the_ledger(tmp_path: Path) -> None:
     with Spool(tmp_path / "queue", max_bytes=10, when_full="drop_new_telemetry") as spool:
         stored = spool.append([SpoolRecord(Priority.TELEMETRY, "t", None, b"x" * 100)], [(0, 0, "c0")])
         assert stored == 0
+        assert spool.stats().dropped_telemetry == 1
         assert spool.ledger() == [(0, "c0")]
+
+
+def test_an_unreadable_ledger_entry_is_skipped_not_fatal(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    path = tmp_path / "queue"
+    with Spool(path, max_bytes=1 << 30) as spool:
+        spool.append([], [(0, 7, "c7"), (1, 8, "c8")])
+    db = Rdict(str(path), Options(raw_mode=True))
+    db[b"\x03\x00\x00\x00\x01"] = b"\x00" * 8 + b"\xff\xfe"  # c8's slot: not UTF-8
+    db[b"\x03\x00"] = b"short"
+    db.close()
+    with Spool(path, max_bytes=1 << 30) as spool:
+        assert spool.ledger() == [(7, "c7")]
+    assert sum("unreadable command ledger entry" in r.message for r in caplog.records) == 2
