@@ -23,7 +23,7 @@ from aiokafka.errors import KafkaError
 from edge_agent.config import EdgeConfig
 from edge_agent.downlink import CommandLedger, Downlink
 from edge_agent.ingest import Decoder, Rejected, TopicTemplate
-from edge_agent.mqtt_link import Inbound, MqttLink
+from edge_agent.mqtt_link import Inbound, MqttLink, MqttNotQueuedError
 from edge_agent.spool import Priority, Spool, SpoolError, SpoolRecord, SpoolWriteError
 from edge_agent.telemetry import EdgeMetrics
 from edge_agent.uplink import Uplink
@@ -47,6 +47,7 @@ SPOOL_GATHER_S = 0.02  # the spool is written (and the messages acknowledged) at
 TICK_S = 0.2
 BUILDING_KEYS_MAX = 10_000  # sites whose Kafka key is remembered
 SNAPSHOT_EVERY_S = 30.0
+DELIVERIES_AT_STOP_S = 1.0  # at SIGTERM, how long commands just published may take to reach the broker
 SHUTDOWN_TASKS_S = 15.0  # at SIGTERM, how long the agent's tasks may take to finish before they are cancelled
 SNAPSHOT_SLICE_S = 0.002  # the event loop writes the snapshot in slices of this much time, reflexes between
 ENGINE_GAUGES_EVERY_S = 1.0  # the engine's size (a walk over its groups)
@@ -71,7 +72,7 @@ class EdgeAgent:
         )
         self.ledger = CommandLedger(restored=self.spool.ledger())
         self._undelivered: set[str] = set()  # ids of commands published that the broker has not taken yet
-        self._delivery = asyncio.Event()  # set at each command the broker takes
+        self._progress = asyncio.Event()  # set at each command the broker takes and each spool write done
         self.uplink = Uplink(
             self.spool,
             bootstrap=config.kafka.bootstrap,
@@ -147,14 +148,23 @@ class EdgeAgent:
         assert self.mqtt is not None
         topic = self.config.mqtt.command_topic.format(site=command.site, target=command.target)
         self._undelivered.add(command.id)
-        self.mqtt.publish(topic, command.to_json(), on_delivered=partial(self._delivered, command.id))
+        try:
+            self.mqtt.publish(topic, command.to_json(), on_delivered=partial(self._delivered, command.id))
+        except (ValueError, MqttNotQueuedError) as e:
+            # A topic MQTT refuses (a target with a wildcard) or a full client queue: logged and counted,
+            # never a fault of the agent (a brain's command would come back after the restart, for ever).
+            self._undelivered.discard(command.id)
+            self.ledger.forget(command.id)
+            self.metrics.commands_ignored.labels(reason="unpublishable").inc()
+            log.error("command not published", extra={"command": command.id, "topic": topic, "error": str(e)})
+            return
         self.metrics.commands.labels(origin=origin).inc()
 
     def _delivered(self, command_id: str) -> None:
         """The broker has taken a command: its id goes into the ledger's next spool write."""
         self._undelivered.discard(command_id)
         self.ledger.delivered(command_id)
-        self._delivery.set()
+        self._progress.set()
 
     def _actuate_from_brain(self, command: Command) -> None:
         self._actuate(command, "brain")
@@ -164,37 +174,54 @@ class EdgeAgent:
 
     async def _settle_commands(self) -> bool:
         """After a batch of the brain's commands, before their offsets are committed: wait until the broker
-        has taken every command carried out so far (while it is away, until it is back), then store their
-        ids. False (the offsets stay uncommitted, Kafka delivers the batch again after a restart) when the
-        agent stops first or the spool cannot be written."""
+        has taken every command carried out so far (while it is away, until it is back) and their ids are
+        stored (by this write or by one under way). False (the offsets stay uncommitted, Kafka delivers the
+        batch again after a restart) when the agent stops first or the spool cannot be written."""
         waiting = set(self._undelivered)
-        while waiting:
+        mark: int | None = None  # once all of `waiting` is delivered: the ledger entries to see stored
+        while True:
             if self._stop is None or self._stop.is_set():
                 return False
-            self._delivery.clear()
-            waiting &= self._undelivered
-            if waiting:
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._delivery.wait(), TICK_S)
-        return await self._store_ledger()
+            self._progress.clear()
+            if mark is None:
+                waiting &= self._undelivered
+                if not waiting:
+                    mark = self.ledger.numbered
+            if mark is not None:
+                if not await self._store_ledger():
+                    return False
+                if self.ledger.stored_below(mark):
+                    return True
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._progress.wait(), TICK_S)
 
     async def _store_ledger(self) -> bool:
         """Store (synced) the ids of the delivered commands that no spool write has taken yet, so a command
         delivered again after a restart is still known. A failing disk only logs and returns False: the
         entries go with the next write."""
-        ledger = self.ledger.take()
-        if not ledger:
+        if not self.ledger.unstored:
             return True
         try:
-            await asyncio.to_thread(self.spool.append, [], ledger)
+            await self._append([])
         except SpoolError as e:
-            self.ledger.give_back(ledger)
             log.error("command ledger not stored; retried with the next write", extra={"error": str(e)})
             return False
+        return True
+
+    async def _append(self, records: list[SpoolRecord]) -> int:
+        """Append `records` to the spool in a worker thread, with the ledger entries waiting to be stored,
+        in one write (synced); returns how many records were stored. The entries go back to the ledger if
+        the write fails or is cancelled."""
+        ledger = self.ledger.take()
+        try:
+            stored = await asyncio.to_thread(self.spool.append, records, ledger)
         except BaseException:
             self.ledger.give_back(ledger)
             raise
-        return True
+        finally:
+            self._progress.set()
+        self.ledger.stored(ledger)
+        return stored
 
     # ------------------------------------------------------------ ingest
     def _apply(self, event: SensorEvent, records: list[SpoolRecord], received: float) -> None:
@@ -333,29 +360,20 @@ class EdgeAgent:
         growing pause, while ingest fills the pipe and then waits, and the broker keeps the rest. False
         when the agent is stopping and the disk still fails."""
         pause = SPOOL_RETRY_S
-        ledger = self.ledger.take()  # ids of the commands the broker has taken since the last write
-        written = False
-        try:
-            while True:
-                try:
-                    stored = await asyncio.to_thread(self.spool.append, records, ledger)
-                except SpoolWriteError as e:
-                    if self._stopping:
-                        log.error(
-                            "spool write failed at shutdown; unacknowledged input stays with the broker"
-                        )
-                        return False
-                    log.error("spool write failed; retrying", extra={"error": str(e), "retry_in_s": pause})
-                    await asyncio.sleep(pause)
-                    pause = min(pause * 2, 20 * SPOOL_RETRY_S)
-                    continue
-                written = True
-                self.metrics.spooled.inc(stored)  # not what the spool refused (spool.when_full)
-                self.uplink.wake()
-                return True
-        finally:
-            if not written:  # given up, or cancelled at shutdown: the next write (the final one) takes them
-                self.ledger.give_back(ledger)
+        while True:
+            try:
+                stored = await self._append(records)
+            except SpoolWriteError as e:
+                if self._stopping:
+                    log.error("spool write failed at shutdown; unacknowledged input stays with the broker")
+                    return False
+                log.error("spool write failed; retrying", extra={"error": str(e), "retry_in_s": pause})
+                await asyncio.sleep(pause)
+                pause = min(pause * 2, 20 * SPOOL_RETRY_S)
+                continue
+            self.metrics.spooled.inc(stored)  # not what the spool refused (spool.when_full)
+            self.uplink.wake()
+            return True
 
     # ------------------------------------------------------------ clock, heartbeat, gauges
     async def _tick(self, stop: asyncio.Event) -> None:
@@ -376,12 +394,7 @@ class EdgeAgent:
             if outputs:
                 self._publish_outputs(outputs, records)
             if records:
-                ledger = self.ledger.take()
-                try:
-                    await asyncio.to_thread(self.spool.append, records, ledger)
-                except BaseException:
-                    self.ledger.give_back(ledger)
-                    raise
+                await self._append(records)
                 self.uplink.wake()
             stats = self.spool.stats()
             self.metrics.spool_bytes.set(stats.bytes)
@@ -527,6 +540,8 @@ class EdgeAgent:
             task.cancel()
         if pending:  # let their `finally` blocks run (ingest hands its last batch to the spool) before close
             await asyncio.wait(pending, timeout=5)
+        with contextlib.suppress(TimeoutError):  # so that the final ledger write has their ids
+            await asyncio.wait_for(self._await_deliveries(), DELIVERIES_AT_STOP_S)
         self.mqtt.stop()
         if self._snapshotting is not None and not self._snapshotting.done():
             self._snapshotting.cancel()  # it writes the same file as the final snapshot below
@@ -538,6 +553,14 @@ class EdgeAgent:
         log.info(
             "edge agent stopped", extra={"spooled_urgent": left.urgent, "spooled_telemetry": left.telemetry}
         )
+
+    async def _await_deliveries(self) -> None:
+        """Wait until the broker has taken the commands published so far (bounded by the caller)."""
+        assert self.mqtt is not None
+        self.mqtt.flush()
+        while self._undelivered:
+            self._progress.clear()
+            await self._progress.wait()
 
     def _watch(self, task: asyncio.Task[None]) -> None:
         """A task's done-callback: a task that fails stops the whole agent, at once and with the fault

@@ -49,9 +49,20 @@ class CommandLedger:
         while len(self._ids) > size:
             self._ids.popitem(last=False)
         self._unstored: deque[LedgerEntry] = deque(maxlen=size)  # the newest `size`: all the ring keeps
+        self._writing: set[int] = set()  # numbers of the entries taken by writes not yet done
 
     def __len__(self) -> int:
         return len(self._ids)
+
+    @property
+    def unstored(self) -> int:
+        """How many entries wait to be taken by a write."""
+        return len(self._unstored)
+
+    @property
+    def numbered(self) -> int:
+        """How many entries have been numbered: every id delivered so far has a number below it."""
+        return self._next
 
     def first_time(self, command_id: str) -> bool:
         """True (and remembered) the first time an id is seen."""
@@ -62,20 +73,35 @@ class CommandLedger:
             self._ids.popitem(last=False)
         return True
 
+    def forget(self, command_id: str) -> None:
+        """The command `command_id` was not carried out after all: a repeat of it is a first time."""
+        self._ids.pop(command_id, None)
+
     def delivered(self, command_id: str) -> None:
         """The broker has taken the command `command_id`: its id is to be stored."""
         self._unstored.append((self._next % self.size, self._next, command_id))
         self._next += 1
 
     def take(self) -> list[LedgerEntry]:
-        """The entries not yet stored, oldest first; the caller stores them or `give_back`s them."""
+        """The entries not yet stored, oldest first; the caller stores them, then says so (`stored`), or
+        `give_back`s them."""
         entries = list(self._unstored)
         self._unstored.clear()
+        self._writing.update(number for _, number, _ in entries)
         return entries
 
+    def stored(self, entries: list[LedgerEntry]) -> None:
+        """Entries taken by a write that has succeeded."""
+        self._writing.difference_update(number for _, number, _ in entries)
+
     def give_back(self, entries: list[LedgerEntry]) -> None:
-        """Entries whose write failed, to be stored with the next ones."""
-        self._unstored.extendleft(reversed(entries))
+        """Entries whose write failed, to be stored with the next ones (the newest `size` are kept)."""
+        self._writing.difference_update(number for _, number, _ in entries)
+        self._unstored = deque([*entries, *self._unstored], maxlen=self.size)
+
+    def stored_below(self, number: int) -> bool:
+        """Whether every entry numbered below `number` has been stored (or left the ring)."""
+        return all(n >= number for _, n, _ in self._unstored) and all(n >= number for n in self._writing)
 
 
 def within(site: str, scope: str) -> bool:

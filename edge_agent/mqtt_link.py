@@ -65,6 +65,10 @@ RECONNECT_DELAYS = (1.0, 5.0)
 """First and longest pause between connection attempts; it doubles while attempts keep failing."""
 
 
+class MqttNotQueuedError(Exception):
+    """The MQTT client refused to queue a publish (no message id left)."""
+
+
 @dataclass(slots=True)
 class Inbound:
     """One received message; `mid`/`qos`/`connection` are what `MqttLink.ack` needs."""
@@ -610,10 +614,13 @@ class MqttLink:
     def publish(
         self, topic: str, payload: bytes, qos: int = 1, on_delivered: Callable[[], None] | None = None
     ) -> None:
-        """Queue a publish; QoS 1 publishes made while disconnected go out after the reconnect.
+        """Queue a publish; QoS 1 publishes made while disconnected go out after the reconnect. Raises
+        ValueError for a topic MQTT does not allow (a wildcard), MqttNotQueuedError when paho has no message id left.
         `on_delivered` is called on the loop once the broker has taken the message (its PUBACK at QoS 1):
         until then it lives only in this process."""
         info = self._client.publish(topic, payload, qos=qos)
+        if info.rc == MQTTErrorCode.MQTT_ERR_QUEUE_SIZE:  # every message id in use: not queued at all
+            raise MqttNotQueuedError(f"publish to {topic} not queued: {mqtt.error_string(info.rc)}")
         if on_delivered is not None:
             if qos == 0:  # nothing to wait for
                 on_delivered()

@@ -430,10 +430,16 @@ async def test_brain_commands_are_carried_out_once_by_id_across_a_restart(
     room = gateway.site + "/f1/r1"
     device = f"{gateway.uid}/cmd/{room}/valve"
 
-    def command(command_id: str, site: str = room) -> tuple[bytes, bytes]:
+    def command(command_id: str, site: str = room, sensor: str | None = None) -> tuple[bytes, bytes]:
         """(key, value) as the brain sends it: keyed by site, so one site's commands keep their order."""
         value = Command(
-            id=command_id, alert_id="a-1", site=site, target="valve", command="close", ts=time.time()
+            id=command_id,
+            alert_id="a-1",
+            site=site,
+            target_by="kind" if sensor is None else "sensor",
+            target=sensor or "valve",
+            command="close",
+            ts=time.time(),
         ).to_json()
         return site.encode(), value
 
@@ -443,8 +449,8 @@ async def test_brain_commands_are_carried_out_once_by_id_across_a_restart(
     def ignored(reason: str) -> float:
         return gateway.metric("nerve_edge_commands_ignored_total", f'reason="{reason}"') or 0.0
 
-    async def send(command_id: str, site: str = room) -> None:
-        key, value = command(command_id, site)
+    async def send(command_id: str, site: str = room, sensor: str | None = None) -> None:
+        key, value = command(command_id, site, sensor)
         await producer.send_and_wait(topic, value, key=key)
 
     producer = AIOKafkaProducer(bootstrap_servers=gateway.kafka)
@@ -464,12 +470,18 @@ async def test_brain_commands_are_carried_out_once_by_id_across_a_restart(
         await send("x-1")
         await send("elsewhere", f"{gateway.uid}/c9/b9/f1/r1")
         await send("x-1")
+        await send("wild", sensor="valve+1")  # MQTT refuses its topic: counted, and the agent goes on
         await send("x-2")
         await asyncio.to_thread(
             wait_until,
-            lambda: seen("x-2") == 1 and ignored("repeat") == 1 and ignored("outside") == 1,
+            lambda: (
+                seen("x-2") == 1
+                and ignored("repeat") == 1
+                and ignored("outside") == 1
+                and ignored("unpublishable") == 1
+            ),
             30,
-            "x-2 on the device, the repeat of x-1 and the command for elsewhere counted",
+            "x-2 on the device; the repeat of x-1, the command for elsewhere and the wildcard one counted",
         )
         assert seen("x-1") == 1
         assert not [m for m in probe.on(f"{gateway.uid}/cmd/") if b'"elsewhere"' in m[2]]

@@ -187,11 +187,35 @@ def test_a_ledger_write_that_fails_is_given_back_in_order() -> None:
     assert [command_id for _, _, command_id in ledger.take()] == ["a", "b"]
 
 
-def test_entries_waiting_to_be_stored_are_bounded_by_the_ring() -> None:
+def test_entries_waiting_to_be_stored_are_bounded_by_the_ring_and_the_newest_kept() -> None:
     ledger = CommandLedger(size=3)
     for i in range(5):  # a disk that fails for a while
         ledger.delivered(f"c{i}")
     assert [(slot, n, i) for slot, n, i in ledger.take()] == [(2, 2, "c2"), (0, 3, "c3"), (1, 4, "c4")]
+
+    ledger.delivered("c5")
+    failed = ledger.take()
+    ledger.delivered("c6")
+    ledger.delivered("c7")
+    ledger.delivered("c8")
+    ledger.give_back(failed)  # the write of c5 failed while c6..c8 came: the newest three are kept
+    assert [i for _, _, i in ledger.take()] == ["c6", "c7", "c8"]
+
+
+def test_entries_count_as_stored_only_once_their_write_is_done() -> None:
+    ledger = CommandLedger(size=10)
+    ledger.delivered("c0")
+    mark = ledger.numbered
+    assert not ledger.stored_below(mark)
+    entries = ledger.take()
+    assert not ledger.stored_below(mark)  # taken, being written
+    ledger.give_back(entries)
+    assert not ledger.stored_below(mark)
+    entries = ledger.take()
+    ledger.stored(entries)
+    assert ledger.stored_below(mark)
+    ledger.delivered("c1")
+    assert ledger.stored_below(mark) and not ledger.stored_below(ledger.numbered)
 
 
 def test_a_full_spool_that_drops_new_telemetry_still_stores_the_ledger(tmp_path: Path) -> None:

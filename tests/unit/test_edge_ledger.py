@@ -45,6 +45,8 @@ class Link:
     def publish(
         self, topic: str, payload: bytes, qos: int = 1, on_delivered: Callable[[], None] | None = None
     ) -> None:
+        if "+" in topic or "#" in topic:  # as paho does
+            raise ValueError("Publish topic cannot contain wildcards.")
         self.messages.append((topic, payload))
         if on_delivered is not None:
             self.unacked.append(on_delivered)
@@ -80,9 +82,15 @@ def gas(mid: int, value: bytes = b"12") -> Inbound:
     return Inbound(f"sensors/f1/r{100 + mid}/gas-{mid}/gas", value, mid, 1)
 
 
-def command(command_id: str) -> Command:
+def command(command_id: str, target: str = "valve") -> Command:
     return Command(
-        id=command_id, alert_id="a-1", site="yuelu/c12/b3/f1/r1", target="valve", command="close", ts=1.0
+        id=command_id,
+        alert_id="a-1",
+        site="yuelu/c12/b3/f1/r1",
+        target_by="sensor",
+        target=target,
+        command="close",
+        ts=1.0,
     )
 
 
@@ -180,4 +188,46 @@ async def test_a_spool_write_cancelled_at_shutdown_gives_its_ids_back(
     monkeypatch.setattr(agent.spool, "append", append)
 
     assert await agent._store_ledger() is True  # what the final write at shutdown does
+    assert stored(agent) == ["x-1"]
+
+
+async def test_a_command_mqtt_refuses_is_counted_and_settles(agent: EdgeAgent) -> None:
+    """A brain's command whose target makes a topic with a wildcard is not published, and neither stops the
+    agent nor holds up the batch's commit (a fault would come back with the batch after every restart)."""
+    agent._actuate_from_brain(command("x-1", target="valve+1"))
+    assert link(agent).messages == []
+    assert ignored(agent, "unpublishable") == 1
+    assert await asyncio.wait_for(agent._settle_commands(), 5) is True
+    agent._actuate_from_brain(command("x-1", target="valve+1"))  # each time it comes, counted again
+    assert ignored(agent, "unpublishable") == 2
+
+
+async def test_settling_waits_for_a_write_that_took_the_ids(
+    agent: EdgeAgent, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The spool writer has taken the delivered ids and is still writing: the batch is not settled until
+    that write has stored them, and when it fails, settling stores them itself."""
+    append = agent.spool.append
+    release = threading.Event()
+    entered = threading.Event()
+
+    def slow_then_failing(records: Any, ledger: Any = ()) -> int:
+        entered.set()
+        release.wait(10)
+        raise SpoolWriteError("disk gone")
+
+    agent._actuate_from_brain(command("x-1"))
+    link(agent).deliver_all()
+    monkeypatch.setattr(agent.spool, "append", slow_then_failing)
+    writing = asyncio.create_task(agent._append([]))
+    assert await asyncio.to_thread(entered.wait, 10)
+    monkeypatch.setattr(agent.spool, "append", append)
+    settling = asyncio.create_task(agent._settle_commands())
+    done, _ = await asyncio.wait({settling}, timeout=0.5)
+    assert not done, "settled while the write holding the ids was under way"
+
+    release.set()
+    with pytest.raises(SpoolWriteError):
+        await writing
+    assert await asyncio.wait_for(settling, 5) is True
     assert stored(agent) == ["x-1"]
