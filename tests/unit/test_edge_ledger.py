@@ -57,6 +57,19 @@ class Link:
             callback()
 
 
+class StuckWrite:
+    """Stands in for Spool.append: blocks its worker thread until released, then fails."""
+
+    def __init__(self) -> None:
+        self.entered = threading.Event()
+        self.release = threading.Event()
+
+    def __call__(self, records: Any, ledger: Any = ()) -> int:
+        self.entered.set()
+        self.release.wait(10)
+        raise SpoolWriteError("disk gone")
+
+
 @pytest.fixture
 def agent(tmp_path: Path) -> Iterator[EdgeAgent]:
     config = make_config(spool={"path": str(tmp_path / "spool")}, metrics_port=0)
@@ -167,24 +180,16 @@ async def test_a_failed_ledger_write_is_not_settled_and_the_next_one_stores_it(
 async def test_a_spool_write_cancelled_at_shutdown_gives_its_ids_back(
     agent: EdgeAgent, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    append = agent.spool.append
-    release = threading.Event()
-    entered = threading.Event()
-
-    def stuck(records: Any, ledger: Any = ()) -> int:
-        entered.set()
-        release.wait(10)
-        raise SpoolWriteError("disk gone")
-
+    append, stuck = agent.spool.append, StuckWrite()
     agent._actuate_from_brain(command("x-1"))
     link(agent).deliver_all()
     monkeypatch.setattr(agent.spool, "append", stuck)
     writing = asyncio.create_task(agent._append_durably(agent._ingest_batch([gas(3, b"1")])))
-    assert await asyncio.to_thread(entered.wait, 10)
+    assert await asyncio.to_thread(stuck.entered.wait, 10)
     writing.cancel()
     with pytest.raises(asyncio.CancelledError):
         await writing
-    release.set()
+    stuck.release.set()
     monkeypatch.setattr(agent.spool, "append", append)
 
     assert await agent._store_ledger() is True  # what the final write at shutdown does
@@ -207,26 +212,18 @@ async def test_settling_waits_for_a_write_that_took_the_ids(
 ) -> None:
     """The spool writer has taken the delivered ids and is still writing: the batch is not settled until
     that write has stored them, and when it fails, settling stores them itself."""
-    append = agent.spool.append
-    release = threading.Event()
-    entered = threading.Event()
-
-    def slow_then_failing(records: Any, ledger: Any = ()) -> int:
-        entered.set()
-        release.wait(10)
-        raise SpoolWriteError("disk gone")
-
+    append, stuck = agent.spool.append, StuckWrite()
     agent._actuate_from_brain(command("x-1"))
     link(agent).deliver_all()
-    monkeypatch.setattr(agent.spool, "append", slow_then_failing)
+    monkeypatch.setattr(agent.spool, "append", stuck)
     writing = asyncio.create_task(agent._append([]))
-    assert await asyncio.to_thread(entered.wait, 10)
+    assert await asyncio.to_thread(stuck.entered.wait, 10)
     monkeypatch.setattr(agent.spool, "append", append)
     settling = asyncio.create_task(agent._settle_commands())
     done, _ = await asyncio.wait({settling}, timeout=0.5)
     assert not done, "settled while the write holding the ids was under way"
 
-    release.set()
+    stuck.release.set()
     with pytest.raises(SpoolWriteError):
         await writing
     assert await asyncio.wait_for(settling, 5) is True
