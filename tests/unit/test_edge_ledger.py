@@ -51,6 +51,9 @@ class Link:
         if on_delivered is not None:
             self.unacked.append(on_delivered)
 
+    def flush(self) -> None:
+        return None
+
     def deliver_all(self) -> None:
         callbacks, self.unacked = self.unacked, []
         for callback in callbacks:
@@ -227,4 +230,16 @@ async def test_settling_waits_for_a_write_that_took_the_ids(
     with pytest.raises(SpoolWriteError):
         await writing
     assert await asyncio.wait_for(settling, 5) is True
+    assert stored(agent) == ["x-1"]
+
+
+async def test_at_shutdown_the_agent_waits_for_the_broker_to_take_its_last_commands(agent: EdgeAgent) -> None:
+    """So that the final ledger write has their ids (and a restart does not carry them out again)."""
+    agent._actuate_from_brain(command("x-1"))
+    waiting = asyncio.create_task(agent._await_deliveries())
+    done, _ = await asyncio.wait({waiting}, timeout=0.3)
+    assert not done, "stopped waiting before the broker took the command"
+    link(agent).deliver_all()
+    await asyncio.wait_for(waiting, 5)
+    assert await agent._store_ledger() is True
     assert stored(agent) == ["x-1"]
