@@ -1,5 +1,6 @@
-"""The edge agent's MQTT link against the real Mosquitto: messages and acks both ways, and a broker that keeps
-dropping the link (a second client with the same id) does not make it reconnect in a tight loop."""
+"""The edge agent's MQTT link against the real Mosquitto: messages and acks both ways, a broker that keeps
+dropping the link (a second client with the same id) does not make it reconnect in a tight loop, and
+publishes report their delivery (also across a broker restart)."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ import pytest
 from paho.mqtt.enums import CallbackAPIVersion
 
 from edge_agent.mqtt_link import INBOX_HIGH, RECONNECT_DELAYS, MqttLink
+from tests.integration.edge_kit import launcher
 
 pytestmark = pytest.mark.integration
 
@@ -190,5 +192,35 @@ async def test_a_publish_reports_its_delivery_once_the_broker_has_taken_it(
             assert time.monotonic() < deadline, f"{len(delivered)} of 201 publishes reported delivered"
             await asyncio.sleep(0.02)  # polling the callbacks' list, bounded by the deadline
         assert sorted(delivered) == list(range(201))
+    finally:
+        out.stop()
+
+
+async def test_a_publish_made_while_the_broker_is_down_reports_delivery_after_it_returns(
+    mqtt_address: tuple[str, int],
+) -> None:
+    """A command published while Mosquitto is stopped stays in the link (no delivery reported), goes out once
+    the link has reconnected, and only then is reported delivered: the agent stores a command's id then."""
+    root = f"lk-{uuid.uuid4().hex[:8]}"
+    out = link(mqtt_address, f"{root}-actuator", [])
+    delivered: list[str] = []
+    out.start()
+    try:
+        await asyncio.wait_for(out.connected.wait(), 10)
+        await asyncio.to_thread(launcher, "stop", "mqtt")
+        deadline = time.monotonic() + 30
+        while out.connected.is_set():
+            assert time.monotonic() < deadline, "the link did not notice the broker stopping"
+            await asyncio.sleep(0.05)  # polling the link's state, bounded by the deadline
+        out.publish(f"{root}/cmd", b"close", on_delivered=lambda: delivered.append("close"))
+        out.flush()
+        await asyncio.sleep(0.5)  # the broker is away: nothing can confirm it
+        assert delivered == []
+        await asyncio.to_thread(launcher, "start", "mqtt")
+        deadline = time.monotonic() + 60
+        while not delivered:
+            assert time.monotonic() < deadline, "the publish was not reported delivered after the reconnect"
+            await asyncio.sleep(0.05)  # polling the callback's list, bounded by the deadline
+        assert delivered == ["close"]
     finally:
         out.stop()
