@@ -147,17 +147,16 @@ class EdgeAgent:
             return
         assert self.mqtt is not None
         topic = self.config.mqtt.command_topic.format(site=command.site, target=command.target)
-        self._undelivered.add(command.id)
         try:
             self.mqtt.publish(topic, command.to_json(), on_delivered=partial(self._delivered, command.id))
         except (ValueError, MqttNotQueuedError) as e:
             # A topic MQTT refuses (a target with a wildcard) or a full client queue: logged and counted,
             # never a fault of the agent (a brain's command would come back after the restart, for ever).
-            self._undelivered.discard(command.id)
             self.ledger.forget(command.id)
             self.metrics.commands_ignored.labels(reason="unpublishable").inc()
             log.error("command not published", extra={"command": command.id, "topic": topic, "error": str(e)})
             return
+        self._undelivered.add(command.id)  # its PUBACK is read on the loop, after this returns
         self.metrics.commands.labels(origin=origin).inc()
 
     def _delivered(self, command_id: str) -> None:

@@ -46,8 +46,6 @@ class CommandLedger:
             self._ids[command_id] = None
             self._ids.move_to_end(command_id)
             self._next = number + 1
-        while len(self._ids) > size:
-            self._ids.popitem(last=False)
         self._unstored: deque[LedgerEntry] = deque(maxlen=size)  # the newest `size`: all the ring keeps
         self._writing: set[int] = set()  # numbers of the entries taken by writes not yet done
 

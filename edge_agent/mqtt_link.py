@@ -327,9 +327,8 @@ class MqttLink:
         self._flush_soon = False
         self._closing = False
         self._supervisor: asyncio.Task[None] | None = None
-        self._on_delivered: dict[
-            int, Callable[[], None]
-        ] = {}  # by the mid of a publish the broker has not taken
+        # on_delivered callbacks, by the mid of a publish the broker has not taken yet
+        self._on_delivered: dict[int, Callable[[], None]] = {}
         self.on_messages: Callable[[], None] | None = None
         """Called on the loop right after a read that added messages to the inbox (it may `take` them);
         what it leaves there wakes `wait_messages`."""
