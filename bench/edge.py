@@ -940,7 +940,7 @@ def notes(data: dict[str, Any]) -> list[str]:
         f"{data['rss'].get('engine_readings_max') or 0:,} readings in them (the agent's "
         "`nerve_edge_engine_readings`), each about 30–35 bytes (time and value as doubles, the event id's bytes), "
         "plus the messages in flight "
-        "(at most 2,048 read ahead of ingest and 2,048 waiting for the spool).",
+        "(at most 512 read ahead of ingest and 256 waiting for the spool).",
         f"Live throughput: {_bottleneck(tp['live'], 'the publisher')}",
         f"Agent alone (backlog): {_bottleneck(tp['backlog'], 'this process')}",
         "The outage phase stops and restarts the shared local Kafka (scripts/brokers.sh): other tests running "

@@ -41,7 +41,7 @@ from schemas.routing import Routing
 
 log = logging.getLogger("nerve.edge")
 INGEST_BATCH = 256  # messages per reflex pass: a trigger waits for at most this many before it
-SPOOL_PIPELINE = 2048  # messages that may wait for the spool's fsync while reflexes run on the next
+SPOOL_PIPELINE = 256  # messages that may wait for the spool's fsync while reflexes run on the next
 SPOOL_RETRY_S = 0.5  # first pause before a failed spool write is tried again; it doubles, up to 20×
 SPOOL_GATHER_S = 0.02  # the spool is written (and the messages acknowledged) at most this often
 TICK_S = 0.2
@@ -338,10 +338,11 @@ class EdgeAgent:
         written_at = 0.0
         while True:
             # One write and fsync per SPOOL_GATHER_S at most: at a few thousand events/s batches are of one
-            # or two messages, and an fsync each cost more CPU than the events themselves.
+            # or two messages, and an fsync each cost more CPU than the events themselves. A pipe that
+            # fills meanwhile is written at once: ingest waits for room, so a small pipe caps no rate.
             gather = written_at + SPOOL_GATHER_S - loop.time()
             if gather > 0:
-                await asyncio.sleep(gather)
+                await pipe.filled(gather)
             items = await pipe.take()
             if items is None:
                 return
@@ -589,6 +590,7 @@ class _SpoolPipe:
         self._ready = asyncio.Event()
         self._room = asyncio.Event()
         self._room.set()
+        self._full = asyncio.Event()
         self._closed = False
 
     def has_room(self) -> bool:
@@ -601,6 +603,7 @@ class _SpoolPipe:
         self._ready.set()
         if self._messages >= SPOOL_PIPELINE:
             self._room.clear()
+            self._full.set()
 
     async def put(self, records: list[SpoolRecord], batch: list[Inbound], writer: asyncio.Task[None]) -> None:
         """Hand a batch on; wait while the pipe is full, or until `writer` has ended (a fault in it)."""
@@ -609,6 +612,14 @@ class _SpoolPipe:
             room = asyncio.ensure_future(self._room.wait())
             await asyncio.wait([room, writer], return_when=asyncio.FIRST_COMPLETED)
             room.cancel()
+
+    async def filled(self, within_s: float) -> None:
+        """Wait `within_s` seconds at most, less when the pipe is full or closed (or already is)."""
+        if self._messages >= SPOOL_PIPELINE or self._closed:
+            return
+        self._full.clear()
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._full.wait(), within_s)
 
     async def take(self) -> list[tuple[list[SpoolRecord], list[Inbound]]] | None:
         while not self._items:
@@ -628,6 +639,7 @@ class _SpoolPipe:
     def close(self) -> None:
         self._closed = True
         self._ready.set()
+        self._full.set()
 
 
 def write_snapshot(engine: Engine, path: Path) -> None:

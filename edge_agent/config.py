@@ -245,7 +245,7 @@ class EdgeConfig(BaseSettings):
         default=8_192,
         description=(
             "Recent event ids remembered; 0 disables. Redeliveries come from the messages in flight at a "
-            "reconnect: at most the 2,048 the link reads ahead of ingest plus the broker's in-flight window "
+            "reconnect: at most the 512 the link reads ahead of ingest plus the broker's in-flight window "
             "(1,000 in the shipped Mosquitto configs), so 8,192 (~1.8 MB with 36-character ids) covers them "
             "twice over; the engine itself ignores a reading it already holds."
         ),

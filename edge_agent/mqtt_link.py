@@ -40,7 +40,7 @@ log = logging.getLogger("nerve.edge.mqtt")
 
 _TCP_QUICKACK: int | None = getattr(socket, "TCP_QUICKACK", None)
 
-INBOX_HIGH = 2048
+INBOX_HIGH = 512
 """Received messages waiting for ingest beyond which the link stops reading until half are taken, so that
 the size of a backlog (a persistent session's queue after an outage) never sets the agent's memory.
 Mosquitto itself sends at most `max_inflight_messages` unacknowledged (1000 in the shipped configs); this

@@ -190,6 +190,34 @@ async def test_ingest_on_the_read_callback_stops_at_a_full_pipe_and_keeps_the_or
         agent.spool.close()
 
 
+async def test_the_spool_writer_stops_gathering_once_the_pipe_is_full(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The writer gathers batches for up to SPOOL_GATHER_S before a write; a pipe that fills meanwhile is
+    written at once (ingest is waiting for room), so a small pipe does not cap throughput at its size per
+    gather."""
+    from edge_agent import agent as agent_module
+    from edge_agent.agent import _SpoolPipe
+
+    monkeypatch.setattr(agent_module, "SPOOL_PIPELINE", 4)
+    loop = asyncio.get_running_loop()
+    pipe = _SpoolPipe()
+    started = loop.time()
+    await pipe.filled(0.05)  # nothing comes: the whole gather
+    assert loop.time() - started >= 0.04
+    gather = asyncio.create_task(pipe.filled(30.0))
+    pipe.put_nowait([], [Inbound("t", b"1", 1, 1)] * 3)
+    await asyncio.sleep(0.01)
+    assert not gather.done()  # room left: still gathering
+    pipe.put_nowait([], [Inbound("t", b"1", 2, 1)])
+    await asyncio.wait_for(gather, 5.0)  # full: long before its 30 s
+    started = loop.time()
+    await pipe.filled(30.0)  # still full: returns at once
+    pipe.close()
+    await pipe.filled(30.0)  # closed: nothing more to gather
+    assert loop.time() - started < 5.0
+
+
 async def test_after_a_fault_on_the_read_callback_the_ingest_task_takes_nothing_more(tmp_path: Path) -> None:
     """A fault in ingest (here flagged as the read callback flags it) ends ingest: no later message is
     spooled or acked ahead of the one that failed (PUBACKs must keep the order of the messages)."""
