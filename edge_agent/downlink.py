@@ -23,6 +23,12 @@ from schemas import Command, SchemaError
 log = logging.getLogger("nerve.edge.downlink")
 # The most the command consumer may take to commit a batch, or to leave its group and close.
 CONSUMER_STOP_S = 3.0
+# How long a batch of commands may be held back with the consumer staying in its group. Settling waits for
+# the local broker to take the batch's commands, for as long as Mosquitto is away; with aiokafka's default
+# `max_poll_interval_ms` (5 min) the consumer left its group meanwhile and joined again after the commit.
+# Nothing was lost or repeated (the group is empty then, so Kafka takes the commit), but each outage cost
+# a rebalance; a gateway's consumer is alone in its group, and no other member would take over anyway.
+HOLD_MAX_MS = 24 * 3600 * 1000
 
 
 class CommandLedger:
@@ -121,11 +127,14 @@ class Downlink:
         settle: Callable[[], Awaitable[bool]] | None = None,
         outside: Callable[[Command], None] | None = None,
         security: dict[str, Any] | None = None,
+        hold_max_ms: int = HOLD_MAX_MS,
     ) -> None:
         """`actuate` carries out a command of `scope`; `outside` hears of the others. `settle`, awaited after
         each batch, makes what the batch's commands did durable (the agent waits for the broker to take
-        them and stores its command ledger): only when it says so are the batch's offsets committed."""
+        them and stores its command ledger): only when it says so are the batch's offsets committed. While
+        a batch is held back longer than `hold_max_ms`, the consumer leaves its group (and joins again)."""
         self.bootstrap, self.topic, self.group, self.scope = bootstrap, topic, group, scope
+        self.hold_max_ms = hold_max_ms
         self.security = security or {}
         self.actuate = actuate
         self.settle = settle
@@ -146,6 +155,7 @@ class Downlink:
                 # commit failed or was held back (and the ledger of carried-out ids, stored by `settle`,
                 # keeps that from actuating them twice).
                 enable_auto_commit=False,
+                max_poll_interval_ms=self.hold_max_ms,
                 **self.security,
             )
             try:
