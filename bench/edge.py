@@ -938,8 +938,8 @@ def notes(data: dict[str, Any]) -> list[str]:
         "windows, which keep every reading of the last 30 s per room for the average: the reflex runs at "
         "5,000/s and the live run put up to "
         f"{data['rss'].get('engine_readings_max') or 0:,} readings in them (the agent's "
-        "`nerve_edge_engine_readings`), each about 30–35 bytes (time and value as doubles, the event id's bytes), "
-        "plus the messages in flight "
+        "`nerve_edge_engine_readings`), each about 20 bytes (time and value as doubles; the event ids only of "
+        "those newer than the watermark and the 32 before them), plus the messages in flight "
         "(at most 512 read ahead of ingest and 256 waiting for the spool).",
         f"Live throughput: {_bottleneck(tp['live'], 'the publisher')}",
         f"Agent alone (backlog): {_bottleneck(tp['backlog'], 'this process')}",

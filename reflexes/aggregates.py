@@ -11,10 +11,11 @@ from bisect import bisect_left, bisect_right
 from collections.abc import Callable
 from typing import Any
 
-from reflexes.judging import Evaluator, Hit, later
+from reflexes.judging import MAX_EVIDENCE, Evaluator, Hit, later
 from reflexes.model import Aggregate, Change
 from reflexes.windows import (
     BLOCK,
+    Ids,
     Window,
     evict_values,
     exact_sum,
@@ -250,7 +251,8 @@ class ChangeEval(Evaluator):
             k = v.index(extreme, skip + 1, b)
         if k == j:
             return None  # no change from the reading itself
-        return mt, mt - d, t[k], [w["i"][k], w["i"][j]]
+        # an id forgotten before a rise/fall reflex came to read the window (a reload) is left out
+        return mt, mt - d, t[k], [x for x in (w["i"][k], w["i"][j]) if x]
 
     def _hopeless_test(self) -> Callable[[Window, int, float], bool]:
         """`hopeless`, built for this test: whether the new reading v (entry k) is the sensor's latest,
@@ -299,15 +301,22 @@ class Family:
     afresh if the sensor reports from another (SPEC §2: a device id is unique within the city). The window
     keeps the longest `within` of the family; `k` and `w` are those of the latest insert, which the engine
     hands to every reflex of the family that judges the event. `level` is the group's site level, None
-    for windows per sensor."""
+    for windows per sensor.
 
-    __slots__ = ("by_sensor", "k", "level", "prefix", "w", "within")
+    The window forgets the event ids (`Ids.forget`) of its readings older than the watermark, but for the
+    MAX_EVIDENCE just before it: an event older than the watermark is late and never applied, and an
+    aggregate's alert names the latest MAX_EVIDENCE readings up to the moment it judges, which is the new
+    reading's or a later one. A family read by a `rise`/`fall` reflex (`keeps_ids`) keeps them all: its
+    alert names the span's first reading, however old."""
+
+    __slots__ = ("by_sensor", "k", "keeps_ids", "level", "prefix", "w", "within")
 
     def __init__(self, fid: str, level: int | None, within: float) -> None:
         self.prefix = fid + "|"
         self.level = level
         self.by_sensor = level is None
         self.within = within
+        self.keeps_ids = False
         self.k = -1
         self.w: Window = {}
 
@@ -339,8 +348,12 @@ class Family:
                 w.update(value_window())
             w["s"] = ev.site  # None: adopted from an older version's state, whose site it did not keep
         d, t = self.within, w["t"]
-        if not len(t) & 7 and t and t[0] < wm - d:  # every 8 readings: stale ones are outside every window
-            evict_values(w, wm - d)
+        if not len(t) & 7 and t:  # every 8 readings
+            if t[0] < wm - d:  # stale ones are outside every window
+                evict_values(w, wm - d)
+            ids = w["i"]
+            if not self.keeps_ids and type(ids) is Ids:
+                ids.forget(bisect_left(t, wm) - MAX_EVIDENCE)
         self.k = insert_value(w, ev.ts, v, ev.id)
         self.w = w
         if changelog:

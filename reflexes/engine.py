@@ -149,6 +149,7 @@ class Engine:
                         fid, None if by_sensor else r.per_level, evaluator.within
                     )
                 family.within = max(family.within, evaluator.within)
+                family.keeps_ids |= isinstance(evaluator, ChangeEval)
                 evaluator.family, plan.shared = family, evaluator
             self._plans[r.id] = plan
             filed.extend((order, i, plan, c, evaluator.wants_misses) for i, c in enumerate(r.conditions))

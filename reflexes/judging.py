@@ -46,7 +46,10 @@ class Evaluator:
         last: the window that fired is [moment − within, moment]; the evidence is its latest ids."""
         t = w["t"]
         moment = t[b - 1]
-        return moment, moment - self.within, t[a], w["i"][max(a, b - MAX_EVIDENCE) : b]
+        ids = w["i"][max(a, b - MAX_EVIDENCE) : b]
+        if ids and not ids[0]:  # a forgotten id (Family.insert): the watermark keeps them out; never ""
+            ids = [x for x in ids if x]
+        return moment, moment - self.within, t[a], ids
 
     def _cooling(self, state: dict[str, Any], lo: float, hi: float) -> bool:
         """Whether an alert at any moment in [lo, hi] (seconds) falls within the cooldown of the group's

@@ -69,19 +69,48 @@ class Ids:
     zero-padded counters) a slot is just the id; once lengths differ, shorter ids are padded and `lens`
     holds each one's length (2 bytes more an id), and an id longer than all before widens every slot (once
     per new width). Ids of differing lengths over WIDE bytes are kept in a list instead (`too_wide`). Takes what the windows' code asks of a list of ids: len, index, slices (lists),
-    iteration, append, insert and deleting a slice."""
+    iteration, append, insert and deleting a slice.
 
-    __slots__ = ("data", "lens", "width")
+    `forget(n)` gives up the ids of the first n entries: they read as "" from then on (an event id is never
+    empty). The first `skip` entries hold no bytes, the slots hold the rest; a JSON list starts with as
+    many "", which `Ids(list)` reads back as skipped. The engine forgets the ids of readings that no later
+    event can be judged with (see `Family.insert`): at a gateway they are most of what its windows hold."""
+
+    __slots__ = ("data", "lens", "skip", "width")
 
     def __init__(self, ids: Iterable[str] = ()) -> None:
         self.data = bytearray()
         self.width = 0
         self.lens: array[int] | None = None
+        self.skip = 0
         for event_id in ids:
-            self.append(event_id)
+            if event_id or self.data:
+                self.append(event_id)
+            else:  # a leading "": a forgotten id
+                self.skip += 1
 
     def __len__(self) -> int:
+        return self.skip + self._slots()
+
+    def _slots(self) -> int:
         return len(self.data) // self.width if self.width else 0
+
+    def forget(self, n: int) -> None:
+        """The ids of the entries before index n read as "" from now on; their bytes are given up."""
+        m = min(n, len(self)) - self.skip  # slots to give up
+        if m <= 0:
+            return
+        del self.data[: m * self.width]  # from the front: O(1) in a bytearray
+        if self.lens is not None:
+            del self.lens[:m]
+        self.skip += m
+
+    def _remember(self, k: int) -> None:
+        """Make the forgotten entries from index k on slots again (holding ""), for an id to go at k."""
+        held = ["" for _ in range(k, self.skip)] + [self._at(j) for j in range(self.skip, len(self))]
+        self.data, self.lens, self.width, self.skip = bytearray(), None, 0, k
+        for event_id in held:
+            self.append(event_id)
 
     def too_wide(self, event_id: str) -> bool:
         """Whether `event_id` would make these ids of differing lengths in slots wider than WIDE bytes:
@@ -94,6 +123,16 @@ class Ids:
         return self._holds(event_id.encode(), a, b)
 
     def _holds(self, raw: bytes, a: int, b: int) -> bool:
+        skip = self.skip
+        if a < skip:
+            if not raw and a < b:
+                return True  # a forgotten id reads as ""
+            a = skip
+        if b <= a:
+            return False
+        return self._in_slots(raw, a - skip, b - skip)
+
+    def _in_slots(self, raw: bytes, a: int, b: int) -> bool:
         n, w = len(raw), self.width
         data, lens = self.data, self.lens
         if not n:
@@ -117,11 +156,11 @@ class Ids:
             return b"\0"
         if n > width:
             if self.lens is None and self.data:
-                self.lens = array("H", [width]) * len(self)
+                self.lens = array("H", [width]) * self._slots()
             self._rewidth(n)
             return raw
         if self.lens is None:
-            self.lens = array("H", [width]) * len(self)
+            self.lens = array("H", [width]) * self._slots()
         return raw.ljust(width, b"\0")
 
     def _rewidth(self, width: int) -> None:
@@ -146,9 +185,12 @@ class Ids:
         """Put an id at index k (0 ≤ k ≤ len); with `unless_in`, only if it is not among the ids
         [unless_in, k) (False then: nothing changed)."""
         raw = event_id.encode()
-        n, w = len(raw), self.width
         if unless_in is not None and unless_in < k and self._holds(raw, unless_in, k):
             return False
+        if k < self.skip:
+            self._remember(k)
+        k -= self.skip
+        n, w = len(raw), self.width
         if n != w or not n:
             raw = self._slot(raw)
             w = self.width
@@ -174,6 +216,9 @@ class Ids:
         return self._at(k)
 
     def _at(self, k: int) -> str:
+        k -= self.skip
+        if k < 0:
+            return ""
         w = self.width
         if self.lens is None:
             return self.data[k * w : k * w + w].decode()
@@ -183,6 +228,9 @@ class Ids:
         a, b, step = k.indices(len(self))
         if step != 1:
             raise ValueError("only contiguous slices of event ids are deleted")
+        skip = self.skip
+        self.skip -= max(0, min(b, skip) - min(a, skip))  # forgotten ones among them
+        a, b = max(a, skip) - skip, max(b, skip) - skip  # and the slots
         del self.data[a * self.width : b * self.width]  # from the front: O(1) in a bytearray
         if self.lens is not None:
             del self.lens[a:b]

@@ -253,7 +253,7 @@ def test_ids_of_other_lengths_are_padded_or_widen_the_slots() -> None:
 @given(
     st.lists(
         st.tuples(
-            st.sampled_from(["append", "insert", "delete"]),
+            st.sampled_from(["append", "insert", "delete", "forget"]),
             st.integers(0, 50),
             st.text(st.sampled_from("ab\x00é"), min_size=1, max_size=6),  # NULs as an id's own characters
         ),
@@ -261,6 +261,7 @@ def test_ids_of_other_lengths_are_padded_or_widen_the_slots() -> None:
     )
 )
 def test_ids_behave_like_a_list_of_the_same_ids(ops: list[tuple[str, int, str]]) -> None:
+    """... with "" for each forgotten id, whatever comes after the forgetting (an insert among them too)."""
     ids, model = Ids(), []
     for name, k, event_id in ops:
         if name == "append":
@@ -270,14 +271,20 @@ def test_ids_behave_like_a_list_of_the_same_ids(ops: list[tuple[str, int, str]])
             k = min(k, len(model))
             ids.insert(k, event_id)
             model.insert(k, event_id)
+        elif name == "forget":
+            ids.forget(k)
+            model[:k] = [""] * min(k, len(model))
+            assert len(ids.data) == (len(model) - ids.skip) * ids.width  # the forgotten hold no bytes
         else:
             del ids[:k]
             del model[:k]
             ids.repack()  # as evict_values does
-            if model:
-                assert ids.width == max(1, *(len(x.encode()) for x in model))
+            if model[ids.skip :]:
+                assert ids.width == max(1, *(len(x.encode()) for x in model[ids.skip :]))
         assert len(ids) == len(model)
     assert ids.tolist() == model and ids[1:-1] == model[1:-1]
+    again = Ids(orjson.loads(orjson.dumps(ids, default=jsonable)))  # as a snapshot reads it back
+    assert again.tolist() == model and again.skip >= ids.skip
     for a in range(len(model) + 1):  # `holds` finds exactly the ids a scan of the list finds
         for b in range(a, min(a + 4, len(model)) + 1):
             for event_id in {*model[a:b], *(x + "\x00" for x in model), *(x[:-1] for x in model), "x"}:

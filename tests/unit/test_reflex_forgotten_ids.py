@@ -1,0 +1,237 @@
+"""Value windows forget the event ids of readings older than the watermark (but for the MAX_EVIDENCE just
+before it): nothing the engine says changes — alerts, their ids and their evidence are those of an engine
+that keeps every id — while a reading then costs its window two doubles, not its id's bytes too."""
+
+from __future__ import annotations
+
+import gc
+import random
+import textwrap
+import tracemalloc
+from typing import Any
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from reflexes import Engine
+from reflexes.engine import Output
+from reflexes.judging import MAX_EVIDENCE
+from reflexes.windows import Ids
+from schemas import SensorEvent
+from tests.unit.reflex_kit import alerts, engine, run
+
+AGGREGATES = """
+- id: warm-room
+  tier: edge
+  when: {kind: temperature, avg: "> 50"}
+  within: 10s
+  per: room
+  cooldown: 1s
+  then: [{alert: {to: [fire]}}]
+- id: peak
+  tier: edge
+  when: {kind: temperature, max: ">= 97"}
+  within: 4s
+  per: room
+  then: [{alert: {to: [fire]}}]
+- id: cold-floor
+  tier: edge
+  when: {kind: temperature, min: "< 3"}
+  within: 6s
+  per: floor
+  cooldown: 2s
+  then: [{alert: {to: [fire]}}]
+- id: total
+  tier: edge
+  when: {kind: temperature, sum: "> 4000"}
+  within: 8s
+  per: room
+  cooldown: 500ms
+  then: [{alert: {to: [fire]}}]
+"""
+
+ROOMS = ["d/c/b/f1/r1", "d/c/b/f1/r2", "d/c/b/f2/r1"]
+
+
+def stream(seed: int, n: int = 400) -> list[SensorEvent]:
+    """Readings in rough time order: most a little after the one before, some up to 1.5 s earlier (late
+    for a 1 s lateness, or not), some again (the same event twice)."""
+    rnd = random.Random(seed)
+    out: list[SensorEvent] = []
+    ts = 1e9
+    for i in range(n):
+        if out and rnd.random() < 0.05:
+            out.append(rnd.choice(out[-50:]))
+            continue
+        ts += rnd.choice((0.0, 0.01, 0.05, 0.1))
+        at = ts - (rnd.random() * 1.5 if rnd.random() < 0.2 else 0.0)
+        room = rnd.choice(ROOMS)
+        out.append(
+            SensorEvent(
+                id=f"e{i:05d}",
+                site=room,
+                sensor=f"t-{room[-4:]}-{rnd.randrange(3)}",
+                kind="temperature",
+                value=rnd.choice((rnd.uniform(0, 100), rnd.randrange(0, 100))),
+                ts=at,
+            )
+        )
+    return out
+
+
+def id_windows(e: Engine) -> list[Ids]:
+    return [w["i"] for _, w in e.store.items() if isinstance(w, dict) and isinstance(w.get("i"), Ids)]
+
+
+def said(outputs: list[Output]) -> list[dict[str, Any]]:
+    return [o.model_dump() for o in outputs]
+
+
+@settings(max_examples=40, deadline=None)
+@given(st.integers(0, 2**32 - 1))
+def test_forgetting_ids_changes_nothing_the_engine_says(seed: int) -> None:
+    forgets, keeps = engine(AGGREGATES, lateness="1s"), engine(AGGREGATES, lateness="1s")
+    for family in keeps._families.values():
+        family.keeps_ids = True
+    events = stream(seed)
+    out, control = run(forgets, *events), run(keeps, *events)
+
+    assert said(out) == said(control)
+    assert all("" not in a.evidence for a in alerts(out))
+    assert forgets.late == keeps.late
+    assert forgets.stats()["readings"] == keeps.stats()["readings"]
+    forgotten = sum(ids.skip for ids in id_windows(forgets))
+    assert forgotten > 0 and not any(ids.skip for ids in id_windows(keeps))
+
+
+PEAK = """
+- id: peak
+  tier: edge
+  when: {kind: temperature, max: ">= 97"}
+  within: 30s
+  per: room
+  then: [{alert: {to: [fire]}}]
+"""
+
+
+def test_ids_are_kept_for_the_readings_a_late_event_can_still_be_judged_with() -> None:
+    """An event right at the watermark (the oldest one still applied) names the MAX_EVIDENCE readings up to
+    it; older ids are forgotten."""
+    e = engine(PEAK, lateness="1s")
+    events = [
+        SensorEvent(
+            id=f"e{i:04d}", site=ROOMS[0], sensor="t-1", kind="temperature", value=60.0, ts=1e9 + i / 10
+        )
+        for i in range(200)
+    ]
+    run(e, *events)
+    (ids,) = id_windows(e)
+    before = sum(1 for x in events if x.ts < e.watermark)  # readings older than the watermark
+    assert before - MAX_EVIDENCE - 8 <= ids.skip <= before - MAX_EVIDENCE  # forgotten every 8 readings
+    late = SensorEvent(id="late", site=ROOMS[0], sensor="t-2", kind="temperature", value=99.0, ts=e.watermark)
+    (alert,) = alerts(e.process(late))
+    kept = [x.id for x in events if x.ts <= late.ts][-(MAX_EVIDENCE - 1) :]
+    assert list(alert.evidence) == [*kept, "late"]
+
+
+RISE = """
+- id: surge
+  tier: edge
+  when: {kind: temperature, rise: ">= 50"}
+  within: 60s
+  then: [{alert: {to: [fire]}}]
+"""
+
+
+def test_a_rise_names_the_first_reading_of_its_span_however_old() -> None:
+    """A rise or fall's evidence is the span's first and last reading: its family keeps every id."""
+    e = engine(RISE, lateness="1s")
+    events = [
+        SensorEvent(
+            id=f"e{i:04d}", site=ROOMS[0], sensor="t-1", kind="temperature", value=10.0, ts=1e9 + i / 10
+        )
+        for i in range(300)
+    ]
+    out = run(e, *events)
+    assert not alerts(out) and not any(ids.skip for ids in id_windows(e))
+    hot = SensorEvent(id="hot", site=ROOMS[0], sensor="t-1", kind="temperature", value=70.0, ts=1e9 + 30.0)
+    (alert,) = alerts(e.process(hot))
+    assert alert.evidence[-1] == "hot" and alert.evidence[0].startswith("e0")
+
+
+def bytes_per_reading(e: Engine, n: int = 20_000) -> float:
+    """What a reading of a 30 s room average costs the engine (traced), 10 rooms at 1,000 events/s."""
+    rooms = [f"d/c/b/f1/r{k}" for k in range(10)]
+
+    def events(a: int, b: int) -> list[SensorEvent]:
+        return [
+            SensorEvent(
+                id=f"tp-{i:07d}-0123456789",  # 20 characters: what a kept id costs
+                site=rooms[i % 10],
+                sensor=f"t-{i % 100}",
+                kind="temperature",
+                value=20 + i % 50 / 10,
+                ts=1e9 + i / 1000,
+            )
+            for i in range(a, b)
+        ]
+
+    run(e, *events(0, 2000))  # windows, groups and index entries exist before the measurement
+    tracemalloc.start()
+    try:
+        before = tracemalloc.get_traced_memory()[0]
+        for a in range(2000, 2000 + n, 2000):
+            run(e, *events(a, a + 2000))
+        gc.collect()
+        per_reading = (tracemalloc.get_traced_memory()[0] - before) / n
+    finally:
+        tracemalloc.stop()
+    assert e.stats()["readings"] == 2000 + n  # all within the 30 s: every one kept
+    return per_reading
+
+
+def test_a_reading_older_than_the_watermark_costs_its_window_no_id_bytes() -> None:
+    """A 30 s room average at an edge keeps every reading of 30 s, but the ids of only the last second:
+    two doubles a reading (and the block summaries and the arrays' spare room), not 20 bytes more."""
+    rule = """
+        - id: hot-room
+          tier: edge
+          when: {kind: temperature, avg: "> 400"}
+          within: 30s
+          per: room
+          then: [{alert: {to: [fire]}}]
+        """
+    forgets, keeps = engine(rule, lateness="1s"), engine(rule, lateness="1s")
+    for family in keeps._families.values():
+        family.keeps_ids = True
+    lean, full = bytes_per_reading(forgets), bytes_per_reading(keeps)
+    assert lean < 24 and full - lean > 18, f"{lean:.1f} against {full:.1f} bytes per reading"
+
+
+def test_a_rise_given_a_window_that_forgot_its_ids_names_no_empty_id() -> None:
+    """A reload adds a rise reflex to a sensor's window an average kept (and forgot the old ids of): its
+    alert leaves out the first reading's forgotten id, and from then on the window keeps every id."""
+    average = """
+        - id: warm
+          tier: edge
+          when: {kind: temperature, avg: "> 90"}
+          within: 60s
+          then: [{alert: {to: [fire]}}]
+        """
+    e = engine(average, lateness="1s")
+    events = [
+        SensorEvent(
+            id=f"e{i:04d}", site=ROOMS[0], sensor="t-1", kind="temperature", value=10.0, ts=1e9 + i / 10
+        )
+        for i in range(300)
+    ]
+    run(e, *events)
+    (ids,) = id_windows(e)
+    assert ids.skip > 0
+    e.reload(engine(textwrap.dedent(average) + RISE, lateness="1s").rules)
+    hot = SensorEvent(id="hot", site=ROOMS[0], sensor="t-1", kind="temperature", value=70.0, ts=1e9 + 30.0)
+    (alert,) = [a for a in alerts(e.process(hot)) if a.reflex == "surge"]
+    assert "" not in alert.evidence and alert.evidence[-1] == "hot"
+    skip = ids.skip
+    run(e, *[ev.model_copy(update={"id": f"n{i}", "ts": ev.ts + 31.0}) for i, ev in enumerate(events[:50])])
+    assert ids.skip == skip  # a rise/fall reflex reads it now: nothing more forgotten
