@@ -55,7 +55,7 @@ class EdgeMetrics:
         )
         self.engine_readings = Gauge(
             "nerve_edge_engine_readings",
-            "Readings held in the reflex engine's windows (its memory grows by ~90 bytes with each)",
+            "Readings held in the reflex engine's windows (its memory grows by ~20 bytes with each)",
             registry=r,
         )
         self.kafka_connected = Gauge(

@@ -47,7 +47,7 @@ class Evaluator:
         t = w["t"]
         moment = t[b - 1]
         ids = w["i"][max(a, b - MAX_EVIDENCE) : b]
-        if ids and not ids[0]:  # a forgotten id (Family.insert): the watermark keeps them out; never ""
+        if not all(ids):  # a forgotten id (Family.insert): the watermark keeps them out; never name ""
             ids = [x for x in ids if x]
         return moment, moment - self.within, t[a], ids
 

@@ -20,7 +20,8 @@ slot and a float object, 32) and its event ids `Ids` (one run of bytes: 16 bytes
 instead of a list slot and a str object, 89), which JSON encoders take
 through `jsonable` (orjson's `default`) or `__json__` (Faust's); read back from JSON they are lists, which
 every function here takes as well, and `compact` turns them back. Inserting an event id that is already
-there at the same time changes nothing, so applying an event twice is harmless.
+there at the same time changes nothing, so applying an event twice is harmless; so does inserting a
+reading older than one whose id an `Ids` has forgotten (it was late when that one was forgotten).
 """
 
 from __future__ import annotations
@@ -297,7 +298,7 @@ def compact(w: Window) -> None:
             w[key] = Floats(values)
     ids = w.get("i")
     if type(ids) is list and "v" in w and all(type(x) is str for x in ids):
-        lengths = {len(x.encode()) for x in ids}
+        lengths = {len(x.encode()) for x in ids if x}  # "": forgotten, kept in no slot
         if len(lengths) <= 1 or max(lengths) <= WIDE:  # else `too_wide`
             w["i"] = Ids(ids)
 
@@ -402,6 +403,11 @@ def insert_value(w: Window, ts: float, value: float, event_id: str) -> int:
     if t and ts <= t[-1]:
         k = bisect_left(t, ts)
         if type(ids) is Ids:
+            if k < ids.skip:
+                # Older than a reading whose id is forgotten: that happened once the watermark had passed
+                # it, so this event was late then. Only a host that restored an older watermark than its
+                # windows saw (a snapshot's) gets here; taken as applied, so no repeat is counted twice.
+                return -1
             # after the readings at this very time (an agent stamps a whole read with one), if not among them
             end = bisect_right(t, ts, k)
             if not ids.insert(end, event_id, k):

@@ -10,13 +10,15 @@ import textwrap
 import tracemalloc
 from typing import Any
 
+import orjson
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from reflexes import Engine
 from reflexes.engine import Output
 from reflexes.judging import MAX_EVIDENCE
-from reflexes.windows import Ids
+from reflexes.store import META_KEY, MemoryStore
+from reflexes.windows import Ids, compact, insert_value, jsonable, value_window
 from schemas import SensorEvent
 from tests.unit.reflex_kit import alerts, engine, run
 
@@ -235,3 +237,54 @@ def test_a_rise_given_a_window_that_forgot_its_ids_names_no_empty_id() -> None:
     skip = ids.skip
     run(e, *[ev.model_copy(update={"id": f"n{i}", "ts": ev.ts + 31.0}) for i, ev in enumerate(events[:50])])
     assert ids.skip == skip  # a rise/fall reflex reads it now: nothing more forgotten
+
+
+def test_a_host_that_restores_an_older_watermark_takes_events_before_forgotten_ids_as_applied() -> None:
+    """The edge's periodic snapshot checkpoints the watermark before it writes the windows, which may have
+    forgotten ids against a later one. Restored from it, an event older than a forgotten reading is taken
+    as applied (it was late when that id was forgotten: a repeat is not counted twice); a repeat of a
+    reading whose id is kept is recognised; an alert never names a forgotten id, and the engine goes on."""
+    e = engine(PEAK, lateness="1s")
+    events = [
+        SensorEvent(
+            id=f"e{i:04d}", site=ROOMS[0], sensor="t-1", kind="temperature", value=60.0, ts=1e9 + i / 10
+        )
+        for i in range(200)
+    ]
+    run(e, *events[:100])
+    e.checkpoint()
+    early = e.store.get(META_KEY)
+    assert early is not None
+    run(e, *events[100:])
+    (ids,) = id_windows(e)
+    skip = ids.skip
+    assert skip > 40
+    saved = {key: orjson.loads(orjson.dumps(state, default=jsonable)) for key, state in e.store.items()}
+    saved[META_KEY] = orjson.loads(orjson.dumps(early))  # as a snapshot whose windows were written later
+    restored = Engine(e.rules, MemoryStore(saved))
+    assert restored.watermark < events[skip - 5].ts and id_windows(restored)[0].skip == skip
+    readings = restored.stats()["readings"]
+
+    assert run(restored, events[skip - 5], events[skip + 1]) == []  # repeats: a forgotten id, a kept one
+    before = events[skip - 5].model_copy(
+        update={"id": "before", "value": 99.0, "ts": events[skip - 5].ts + 0.01}
+    )
+    assert run(restored, before) == []  # older than a forgotten reading: was late
+    assert restored.stats()["readings"] == readings
+    hot = events[skip + 3].model_copy(update={"id": "hot", "value": 99.0, "ts": events[skip + 3].ts + 0.01})
+    (alert,) = alerts(restored.process(hot))
+    assert alert.evidence == (*(x.id for x in events[skip : skip + 4]), "hot")
+    assert restored.stats()["readings"] == readings + 1
+
+
+def test_a_window_of_long_ids_read_back_with_forgotten_ones_is_compact_again() -> None:
+    """Forgotten ids come back from JSON as "": they are no id length, so ids all of one length over WIDE
+    bytes (long hashes) still come back as Ids, which go on forgetting, not as a list."""
+    w = value_window()
+    for i in range(100):
+        insert_value(w, float(i), 1.0, f"{i:0100d}")
+    w["i"].forget(60)
+    again = orjson.loads(orjson.dumps(w, default=jsonable))
+    compact(again)
+    assert isinstance(again["i"], Ids) and again["i"].skip == 60
+    assert again["i"].tolist() == w["i"].tolist()
