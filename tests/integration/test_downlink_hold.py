@@ -10,7 +10,6 @@ import itertools
 import logging
 import time
 import uuid
-from collections.abc import Callable
 
 import pytest
 from aiokafka import AIOKafkaProducer
@@ -18,6 +17,7 @@ from aiokafka import AIOKafkaProducer
 from edge_agent.downlink import HOLD_MAX_MS, Downlink
 from schemas import Command
 from tests.integration.conftest import NewTopicFactory
+from tests.integration.edge_kit import wait_until
 
 SITE = "city/b1"
 HOLD_S = 6.0  # longer than the short hold_max below, and than the consumer's 3 s heartbeat interval
@@ -27,13 +27,6 @@ def command(command_id: str) -> bytes:
     return Command(
         id=command_id, alert_id="a-1", site=SITE, target="valve", command="close", ts=time.time()
     ).to_json()
-
-
-async def wait_for(condition: Callable[[], bool], within_s: float, what: str) -> None:
-    deadline = time.monotonic() + within_s
-    while not condition():
-        assert time.monotonic() < deadline, f"{what} within {within_s:.0f} s"
-        await asyncio.sleep(0.05)
 
 
 def test_the_default_hold_outlasts_a_long_mosquitto_outage() -> None:
@@ -81,16 +74,18 @@ async def test_a_held_batch_is_committed_once_released_and_not_delivered_again(
                 break
             assert time.monotonic() < deadline, "no command carried out within 60 s"
             await asyncio.sleep(0.5)  # pacing the hellos; the loop ends on a condition, with a deadline
-        await wait_for(lambda: f"hello-{n}" in carried, 10, "the last hello carried out")
+        await asyncio.to_thread(wait_until, lambda: f"hello-{n}" in carried, 10, "the last hello carried out")
         hellos = list(carried)  # those sent before the group had joined were never read: `latest`
 
         caplog.set_level(logging.INFO, logger="aiokafka.consumer.group_coordinator")
         caplog.clear()
         await producer.send_and_wait(topic, command("held"), key=SITE.encode())
-        await wait_for(released.is_set, 30, "the held batch released")
+        await asyncio.to_thread(wait_until, released.is_set, 30, "the held batch released")
         left = [r for r in caplog.records if "LeaveGroup" in r.getMessage()]
         await producer.send_and_wait(topic, command("after"), key=SITE.encode())
-        await wait_for(lambda: "after" in carried, 60, "the command after the held batch carried out")
+        await asyncio.to_thread(
+            wait_until, lambda: "after" in carried, 60, "the command after the held batch"
+        )
 
         assert carried == [*hellos, "held", "after"]
         assert bool(left) == leaves, [r.getMessage() for r in caplog.records]

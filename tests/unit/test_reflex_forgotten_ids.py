@@ -4,10 +4,8 @@ that keeps every id — while a reading then costs its window two doubles, not i
 
 from __future__ import annotations
 
-import gc
 import random
 import textwrap
-import tracemalloc
 from typing import Any
 
 import orjson
@@ -20,7 +18,7 @@ from reflexes.judging import MAX_EVIDENCE
 from reflexes.store import META_KEY, MemoryStore
 from reflexes.windows import Ids, compact, insert_value, jsonable, value_window
 from schemas import SensorEvent
-from tests.unit.reflex_kit import alerts, engine, run
+from tests.unit.reflex_kit import alerts, bytes_per_reading, engine, run
 
 AGGREGATES = """
 - id: warm-room
@@ -81,6 +79,23 @@ def stream(seed: int, n: int = 400) -> list[SensorEvent]:
     return out
 
 
+def readings(n: int, value: float) -> list[SensorEvent]:
+    """One sensor's readings of `value`, 10 a second."""
+    return [
+        SensorEvent(
+            id=f"e{i:04d}", site=ROOMS[0], sensor="t-1", kind="temperature", value=value, ts=1e9 + i / 10
+        )
+        for i in range(n)
+    ]
+
+
+def keeping(e: Engine) -> Engine:
+    """`e`, made to keep every id (the control)."""
+    for family in e._families.values():
+        family.keeps_ids = True
+    return e
+
+
 def id_windows(e: Engine) -> list[Ids]:
     return [w["i"] for _, w in e.store.items() if isinstance(w, dict) and isinstance(w.get("i"), Ids)]
 
@@ -92,9 +107,7 @@ def said(outputs: list[Output]) -> list[dict[str, Any]]:
 @settings(max_examples=40, deadline=None)
 @given(st.integers(0, 2**32 - 1))
 def test_forgetting_ids_changes_nothing_the_engine_says(seed: int) -> None:
-    forgets, keeps = engine(AGGREGATES, lateness="1s"), engine(AGGREGATES, lateness="1s")
-    for family in keeps._families.values():
-        family.keeps_ids = True
+    forgets, keeps = engine(AGGREGATES, lateness="1s"), keeping(engine(AGGREGATES, lateness="1s"))
     events = stream(seed)
     out, control = run(forgets, *events), run(keeps, *events)
 
@@ -120,12 +133,7 @@ def test_ids_are_kept_for_the_readings_a_late_event_can_still_be_judged_with() -
     """An event right at the watermark (the oldest one still applied) names the MAX_EVIDENCE readings up to
     it; older ids are forgotten."""
     e = engine(PEAK, lateness="1s")
-    events = [
-        SensorEvent(
-            id=f"e{i:04d}", site=ROOMS[0], sensor="t-1", kind="temperature", value=60.0, ts=1e9 + i / 10
-        )
-        for i in range(200)
-    ]
+    events = readings(200, 60.0)
     run(e, *events)
     (ids,) = id_windows(e)
     before = sum(1 for x in events if x.ts < e.watermark)  # readings older than the watermark
@@ -148,48 +156,12 @@ RISE = """
 def test_a_rise_names_the_first_reading_of_its_span_however_old() -> None:
     """A rise or fall's evidence is the span's first and last reading: its family keeps every id."""
     e = engine(RISE, lateness="1s")
-    events = [
-        SensorEvent(
-            id=f"e{i:04d}", site=ROOMS[0], sensor="t-1", kind="temperature", value=10.0, ts=1e9 + i / 10
-        )
-        for i in range(300)
-    ]
+    events = readings(300, 10.0)
     out = run(e, *events)
     assert not alerts(out) and not any(ids.skip for ids in id_windows(e))
     hot = SensorEvent(id="hot", site=ROOMS[0], sensor="t-1", kind="temperature", value=70.0, ts=1e9 + 30.0)
     (alert,) = alerts(e.process(hot))
     assert alert.evidence[-1] == "hot" and alert.evidence[0].startswith("e0")
-
-
-def bytes_per_reading(e: Engine, n: int = 20_000) -> float:
-    """What a reading of a 30 s room average costs the engine (traced), 10 rooms at 1,000 events/s."""
-    rooms = [f"d/c/b/f1/r{k}" for k in range(10)]
-
-    def events(a: int, b: int) -> list[SensorEvent]:
-        return [
-            SensorEvent(
-                id=f"tp-{i:07d}-0123456789",  # 20 characters: what a kept id costs
-                site=rooms[i % 10],
-                sensor=f"t-{i % 100}",
-                kind="temperature",
-                value=20 + i % 50 / 10,
-                ts=1e9 + i / 1000,
-            )
-            for i in range(a, b)
-        ]
-
-    run(e, *events(0, 2000))  # windows, groups and index entries exist before the measurement
-    tracemalloc.start()
-    try:
-        before = tracemalloc.get_traced_memory()[0]
-        for a in range(2000, 2000 + n, 2000):
-            run(e, *events(a, a + 2000))
-        gc.collect()
-        per_reading = (tracemalloc.get_traced_memory()[0] - before) / n
-    finally:
-        tracemalloc.stop()
-    assert e.stats()["readings"] == 2000 + n  # all within the 30 s: every one kept
-    return per_reading
 
 
 def test_a_reading_older_than_the_watermark_costs_its_window_no_id_bytes() -> None:
@@ -203,10 +175,9 @@ def test_a_reading_older_than_the_watermark_costs_its_window_no_id_bytes() -> No
           per: room
           then: [{alert: {to: [fire]}}]
         """
-    forgets, keeps = engine(rule, lateness="1s"), engine(rule, lateness="1s")
-    for family in keeps._families.values():
-        family.keeps_ids = True
-    lean, full = bytes_per_reading(forgets), bytes_per_reading(keeps)
+    forgets, keeps = engine(rule, lateness="1s"), keeping(engine(rule, lateness="1s"))
+    id_suffix = "-0123456789"  # 20-character ids: what a kept id costs
+    lean, full = bytes_per_reading(forgets, id_suffix), bytes_per_reading(keeps, id_suffix)
     assert lean < 24 and full - lean > 18, f"{lean:.1f} against {full:.1f} bytes per reading"
 
 
@@ -221,12 +192,7 @@ def test_a_rise_given_a_window_that_forgot_its_ids_names_no_empty_id() -> None:
           then: [{alert: {to: [fire]}}]
         """
     e = engine(average, lateness="1s")
-    events = [
-        SensorEvent(
-            id=f"e{i:04d}", site=ROOMS[0], sensor="t-1", kind="temperature", value=10.0, ts=1e9 + i / 10
-        )
-        for i in range(300)
-    ]
+    events = readings(300, 10.0)
     run(e, *events)
     (ids,) = id_windows(e)
     assert ids.skip > 0
@@ -245,12 +211,7 @@ def test_a_host_that_restores_an_older_watermark_takes_events_before_forgotten_i
     as applied (it was late when that id was forgotten: a repeat is not counted twice); a repeat of a
     reading whose id is kept is recognised; an alert never names a forgotten id, and the engine goes on."""
     e = engine(PEAK, lateness="1s")
-    events = [
-        SensorEvent(
-            id=f"e{i:04d}", site=ROOMS[0], sensor="t-1", kind="temperature", value=60.0, ts=1e9 + i / 10
-        )
-        for i in range(200)
-    ]
+    events = readings(200, 60.0)
     run(e, *events[:100])
     e.checkpoint()
     early = e.store.get(META_KEY)
@@ -263,18 +224,18 @@ def test_a_host_that_restores_an_older_watermark_takes_events_before_forgotten_i
     saved[META_KEY] = orjson.loads(orjson.dumps(early))  # as a snapshot whose windows were written later
     restored = Engine(e.rules, MemoryStore(saved))
     assert restored.watermark < events[skip - 5].ts and id_windows(restored)[0].skip == skip
-    readings = restored.stats()["readings"]
+    held = restored.stats()["readings"]
 
     assert run(restored, events[skip - 5], events[skip + 1]) == []  # repeats: a forgotten id, a kept one
     before = events[skip - 5].model_copy(
         update={"id": "before", "value": 99.0, "ts": events[skip - 5].ts + 0.01}
     )
     assert run(restored, before) == []  # older than a forgotten reading: was late
-    assert restored.stats()["readings"] == readings
+    assert restored.stats()["readings"] == held
     hot = events[skip + 3].model_copy(update={"id": "hot", "value": 99.0, "ts": events[skip + 3].ts + 0.01})
     (alert,) = alerts(restored.process(hot))
     assert alert.evidence == (*(x.id for x in events[skip : skip + 4]), "hot")
-    assert restored.stats()["readings"] == readings + 1
+    assert restored.stats()["readings"] == held + 1
 
 
 def test_a_window_of_long_ids_read_back_with_forgotten_ones_is_compact_again() -> None:

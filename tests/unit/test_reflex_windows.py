@@ -3,7 +3,6 @@ readings arrive in."""
 
 from __future__ import annotations
 
-import gc
 import math
 import random
 import sys
@@ -33,8 +32,7 @@ from reflexes.windows import (
     span_sum,
     value_window,
 )
-from schemas import SensorEvent
-from tests.unit.reflex_kit import alerts, engine, ev, run
+from tests.unit.reflex_kit import alerts, bytes_per_reading, engine, ev, run
 
 op = st.one_of(
     st.tuples(st.just("insert"), st.integers(0, 2000), st.integers(-100, 100)),  # ts in 0.5 s steps
@@ -442,32 +440,5 @@ def test_the_engine_counts_the_readings_its_windows_hold() -> None:
 def test_the_engine_keeps_a_reading_in_little_more_than_its_id_s_bytes() -> None:
     """Through Engine.process, not only the window: nothing else on the way (the event, its id string, an
     index or a cache) stays alive per reading. A 30 s room average at an edge keeps every reading."""
-    e = engine(ROOM_AVERAGE)
-    rooms = [f"d/c/b/f1/r{k}" for k in range(10)]
-
-    def events(a: int, b: int) -> list[SensorEvent]:
-        return [
-            SensorEvent(
-                id=f"tp-{i:07d}",
-                site=rooms[i % 10],
-                sensor=f"t-{i % 100}",
-                kind="temperature",
-                value=20 + i % 50 / 10,
-                ts=1e9 + i / 1000,
-            )
-            for i in range(a, b)
-        ]
-
-    run(e, *events(0, 2000))  # windows, groups and index entries exist before the measurement
-    n = 20_000
-    tracemalloc.start()
-    try:
-        before = tracemalloc.get_traced_memory()[0]
-        for a in range(2000, 2000 + n, 2000):
-            run(e, *events(a, a + 2000))
-        gc.collect()
-        per_reading = (tracemalloc.get_traced_memory()[0] - before) / n
-    finally:
-        tracemalloc.stop()
-    assert e.stats()["readings"] == 2000 + n  # all within the 30 s: every one kept
+    per_reading = bytes_per_reading(engine(ROOM_AVERAGE))
     assert per_reading < 40, f"{per_reading:.1f} bytes per reading"  # 16 + a 10-character id, with slack
