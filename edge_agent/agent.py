@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import math
 import os
 import time
 from functools import partial
@@ -64,6 +65,7 @@ class EdgeAgent:
         self.engine = self._restore_engine(rules)
         self.decoder = Decoder(config)
         self.recent = RecentIds(config.dedup_window)
+        self._last_receipt = 0.0
         self.spool = Spool(
             Path(config.spool.path) / "queue",
             max_bytes=config.spool.max_bytes,
@@ -267,9 +269,9 @@ class EdgeAgent:
 
     def _ingest_batch(self, batch: list[Inbound]) -> list[SpoolRecord]:
         records: list[SpoolRecord] = []
-        now = time.time()
         for msg in batch:
             received = time.perf_counter()
+            now = self._receipt_time()
             try:
                 events = self.decoder.decode(msg.topic, msg.payload, now)
             except Rejected as r:
@@ -280,6 +282,18 @@ class EdgeAgent:
         self._count_accepted()
         self.metrics.late.set(self.engine.late)
         return records
+
+    def _receipt_time(self) -> float:
+        """The wall-clock receipt time of one message, later than any before it. A reading that carries no
+        time of its own (a bare number, a JSON event or SenML record without one) takes it as its event time,
+        and its id hashes it: two equal readings of one sensor taken in the same batch (a door that opened,
+        closed and opened again, queued while the agent restarted) must not get one id and be dropped as
+        repeats."""
+        now = time.time()
+        if now <= self._last_receipt:
+            now = math.nextafter(self._last_receipt, math.inf)
+        self._last_receipt = now
+        return now
 
     async def _ingest(self, stop: asyncio.Event) -> None:
         """Reflexes run on each batch as soon as it is taken; the spool writer makes the batches durable

@@ -4,6 +4,7 @@ dead-lettered with the fault, and the next events are applied as usual (no broke
 from __future__ import annotations
 
 import asyncio
+import itertools
 import textwrap
 from pathlib import Path
 from typing import Any
@@ -15,7 +16,7 @@ from edge_agent.agent import EdgeAgent
 from edge_agent.mqtt_link import Inbound
 from edge_agent.spool import Priority
 from reflexes import load_rules_text
-from tests.unit.test_edge_ingest import make_config
+from tests.unit.test_edge_ingest import NOW, make_config
 
 RULES = textwrap.dedent(
     """
@@ -237,3 +238,39 @@ async def test_after_a_fault_on_the_read_callback_the_ingest_task_takes_nothing_
         assert agent.spool.stats().telemetry == 0
     finally:
         agent.spool.close()
+
+
+def test_equal_readings_without_a_time_in_one_batch_are_all_kept(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Readings that carry no time take their receipt time, and their ids hash it: a door that opened,
+    closed and opened again while the agent was away arrives in one batch, and each reading is its own
+    event, not a repeat of the one before (they were once given the batch's one time and dropped)."""
+    monkeypatch.setattr("edge_agent.agent.time.time", lambda: NOW)  # a coarse clock: every call the same
+    config = make_config(spool={"path": str(tmp_path / "spool")}, metrics_port=0)
+    agent = EdgeAgent(config, load_rules_text(RULES))
+    agent.mqtt = Published()  # type: ignore[assignment]
+    payloads = [b"open", b"closed", b"open", b"closed", b"21.5", b"21.5"]
+    batch = [Inbound("sensors/f1/r101/door-1/door", p, mid, 1) for mid, p in enumerate(payloads, start=1)]
+    batch.append(Inbound("json/t-1", b'{"sensor": "t-1", "kind": "temperature", "value": 21.5}', 7, 1))
+    batch.append(Inbound("json/t-1", b'{"sensor": "t-1", "kind": "temperature", "value": 21.5}', 8, 1))
+    try:
+        records = agent._ingest_batch(batch)
+        later = agent._ingest_batch([Inbound("sensors/f1/r101/door-1/door", b"open", 9, 1)])
+    finally:
+        agent.spool.close()
+    events = [orjson.loads(r.value) for r in records + later if r.priority is Priority.TELEMETRY]
+    assert [e["value"] for e in events] == [
+        "open",
+        "closed",
+        "open",
+        "closed",
+        21.5,
+        21.5,
+        21.5,
+        21.5,
+        "open",
+    ]
+    assert len({e["id"] for e in events}) == len(events)
+    assert all(a["ts"] < b["ts"] for a, b in itertools.pairwise(events))  # receipt order, strictly
+    assert agent.metrics.registry.get_sample_value("nerve_edge_duplicates_total") in (None, 0)
