@@ -528,16 +528,22 @@ class EdgeAgent:
         ]
         for task in tasks:
             task.add_done_callback(self._watch)
-        await self.mqtt.connected.wait()
-        self.metrics.mqtt_connected.set(1)
-        log.info(
-            "edge agent ready",
-            extra={"gateway": cfg.gateway, "site": cfg.site, "reflexes": len(self.engine.rules.reflexes)},
-        )
-        if ready is not None:
-            ready.set()
         try:
-            await stop.wait()
+            # Until the broker answers: a SIGTERM or a failed task meanwhile (the broker unreachable for
+            # good) still stops the agent, with its snapshot, ledger and spool closed as at any stop.
+            if await _first(self.mqtt.connected, stop) is self.mqtt.connected:
+                self.metrics.mqtt_connected.set(1)
+                log.info(
+                    "edge agent ready",
+                    extra={
+                        "gateway": cfg.gateway,
+                        "site": cfg.site,
+                        "reflexes": len(self.engine.rules.reflexes),
+                    },
+                )
+                if ready is not None:
+                    ready.set()
+                await stop.wait()
         finally:
             await self._shutdown(tasks)
 
@@ -715,3 +721,14 @@ def _building_key(site: str) -> bytes:
     """Kafka key of an event: its site path down to the building (SPEC §5)."""
     parts = site.split("/", 3)
     return "/".join(parts[:3]).encode()
+
+
+async def _first(*events: asyncio.Event) -> asyncio.Event:
+    """Wait until one of `events` is set; the first one found set."""
+    waits = [asyncio.create_task(event.wait()) for event in events]
+    try:
+        await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for wait in waits:
+            wait.cancel()
+    return next(event for event in events if event.is_set())

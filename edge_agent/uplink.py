@@ -51,7 +51,7 @@ class Uplink:
             "acks": "all",
             "enable_idempotence": True,
             "linger_ms": linger_ms,
-            "compression_type": compression,
+            "compression_type": None if compression == "none" else compression,  # the config says "none"
             "request_timeout_ms": request_timeout_ms,
             "max_batch_size": 256 * 1024,
             **(security or {}),  # TLS and SASL options (schemas.credentials.aiokafka_options)

@@ -14,7 +14,7 @@ import pytest
 
 from edge_agent.agent import EdgeAgent
 from edge_agent.mqtt_link import Inbound
-from edge_agent.spool import Priority
+from edge_agent.spool import Priority, Spool
 from reflexes import load_rules_text
 from tests.unit.test_edge_ingest import NOW, make_config
 
@@ -274,3 +274,25 @@ def test_equal_readings_without_a_time_in_one_batch_are_all_kept(
     assert len({e["id"] for e in events}) == len(events)
     assert all(a["ts"] < b["ts"] for a, b in itertools.pairwise(events))  # receipt order, strictly
     assert agent.metrics.registry.get_sample_value("nerve_edge_duplicates_total") in (None, 0)
+
+
+async def test_a_stop_before_the_mqtt_broker_ever_answers_still_shuts_down_cleanly(tmp_path: Path) -> None:
+    """SIGTERM while the local broker is unreachable (nothing listens on its port): `run` returns, with
+    the spool closed, instead of waiting for a connection for ever."""
+    config = make_config(
+        spool={"path": str(tmp_path / "spool")},
+        metrics_port=0,
+        mqtt={"subscriptions": [{"topic": "sensors/+floor/+room/+sensor/+kind"}], "port": 1},
+        kafka={"bootstrap": "127.0.0.1:2"},
+    )
+    agent = EdgeAgent(config, load_rules_text(RULES))
+    stop, ready = asyncio.Event(), asyncio.Event()
+    run = asyncio.create_task(agent.run(stop, ready))
+    deadline = asyncio.get_running_loop().time() + 10
+    while agent.mqtt is None:  # the link has started
+        assert asyncio.get_running_loop().time() < deadline, "the agent never started its MQTT link"
+        await asyncio.sleep(0.01)
+    stop.set()
+    await asyncio.wait_for(run, timeout=30)
+    assert not ready.is_set() and agent.failed is None
+    Spool(tmp_path / "spool", max_bytes=1 << 20).close()  # closed: a restarted agent can open it again
