@@ -75,6 +75,7 @@ class EdgeAgent:
         self.ledger = CommandLedger(restored=self.spool.ledger())
         self._undelivered: set[str] = set()  # ids of commands published that the broker has not taken yet
         self._progress = asyncio.Event()  # set at each command the broker takes and each spool write done
+        essential = {config.topic("events"), config.topic("alerts"), config.topic("deadletter")}
         self.uplink = Uplink(
             self.spool,
             bootstrap=config.kafka.bootstrap,
@@ -85,6 +86,10 @@ class EdgeAgent:
             security=aiokafka_options(config.kafka),
             on_connected=lambda up: self.metrics.kafka_connected.set(1 if up else 0),
             on_delivered=lambda p, n: self.metrics.events_out.labels(priority=p.name.lower()).inc(n),
+            # Every record but events, alerts and dead letters is a copy: a department's alerts (also on
+            # the alerts topic), the log of local actuations (whose alerts are there too).
+            copies=lambda topic: topic not in essential,
+            on_dropped=lambda reason, n: self.metrics.uplink_dropped.labels(reason=reason).inc(n),
         )
         self.mqtt: MqttLink | None = None
         self.metrics_port: int | None = None
@@ -407,9 +412,10 @@ class EdgeAgent:
             outputs = self.engine.advance(now - self.engine.lateness - cfg.lateness_margin_s)
             if outputs:
                 self._publish_outputs(outputs, records)
-            if records:
-                await self._append(records)
-                self.uplink.wake()
+            # A heartbeat, or a timer's alert already published on MQTT and marked fired in the engine:
+            # a failing disk is retried like ingest's writes, not a reason to stop (and lose the alert).
+            if records and not await self._append_durably(records):
+                return
             stats = self.spool.stats()
             self.metrics.spool_bytes.set(stats.bytes)
             self.metrics.spool_records.labels(priority="urgent").set(stats.urgent)
@@ -473,6 +479,13 @@ class EdgeAgent:
             rules = load_rules_sources(list(deployed.files))
         except (ValueError, RuleSetError) as e:
             log.error("rule set on the rules topic refused; keeping the running one", extra={"error": str(e)})
+            return version
+        # As at start: a department the departments file does not know has no topic to page.
+        if problems := self.routing.check(rules.tier("edge").departments()):
+            log.error(
+                "rule set on the rules topic refused; keeping the running one",
+                extra={"version": deployed.version, "error": "; ".join(problems)},
+            )
             return version
         dropped = self.engine.reload(rules)
         log.info(

@@ -39,6 +39,13 @@ class EdgeMetrics:
         self.spool_dropped = Gauge(
             "nerve_edge_spool_dropped_telemetry", "Telemetry dropped when full", registry=r
         )
+        self.uplink_dropped = Counter(
+            "nerve_edge_uplink_dropped",
+            "Spooled records Kafka will never take, dropped: a topic this gateway may not write (refused) "
+            "or a department's copy whose topic does not exist (no_topic)",
+            ["reason"],
+            registry=r,
+        )
         self.alerts = Counter("nerve_edge_alerts", "Alerts raised by edge reflexes", ["status"], registry=r)
         self.commands = Counter("nerve_edge_commands", "Commands actuated over MQTT", ["origin"], registry=r)
         self.commands_ignored = Counter(

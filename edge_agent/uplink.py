@@ -10,7 +10,7 @@ from collections.abc import Callable
 from typing import Any
 
 from aiokafka import AIOKafkaProducer
-from aiokafka.errors import KafkaError, TopicAuthorizationFailedError
+from aiokafka.errors import KafkaError, TopicAuthorizationFailedError, UnknownTopicOrPartitionError
 from aiokafka.partitioner import DefaultPartitioner
 
 from edge_agent.spool import Priority, Spool, SpoolId, SpoolRecord
@@ -19,6 +19,9 @@ log = logging.getLogger("nerve.edge.uplink")
 
 _PARTITIONER = DefaultPartitioner()
 _PARTITION_CACHE = 10_000  # (topic, key) pairs remembered; dead letters are keyed by MQTT topic, so unbounded
+MISSING_RECHECK_S = 60.0
+"""After Kafka said a copy's topic does not exist, how long its records are dropped without asking again
+(each question waits up to the request timeout for the topic to appear)."""
 
 
 class UplinkError(Exception):
@@ -43,7 +46,14 @@ class Uplink:
         batch: int = 1000,
         on_connected: Callable[[bool], None] = lambda up: None,
         on_delivered: Callable[[Priority, int], None] = lambda p, n: None,
+        copies: Callable[[str], bool] = lambda topic: False,
+        on_dropped: Callable[[str, int], None] = lambda reason, n: None,
     ) -> None:
+        """`copies(topic)` tells the topics whose records are copies of what another topic carries too (a
+        department's alerts, also on the alerts topic): when Kafka has no such topic, they are dropped and
+        counted instead of holding every record behind them in the spool. Records of any other topic stay
+        spooled and are sent again until it exists. `on_dropped(reason, n)` counts records Kafka will not
+        take: "refused" (a topic this gateway may not write) or "no_topic" (a copy's missing topic)."""
         self.spool = spool
         self._settings = {
             "bootstrap_servers": bootstrap,
@@ -61,6 +71,9 @@ class Uplink:
         self._linger_s = linger_ms / 1000
         self._on_connected = on_connected
         self._on_delivered = on_delivered
+        self._copies = copies
+        self._on_dropped = on_dropped
+        self._missing: dict[str, float] = {}  # a copy's topic Kafka does not have → when to ask again
         self._producer: AIOKafkaProducer | None = None
         self._partitions: dict[tuple[str, bytes | None], int] = {}
         self._wake = asyncio.Event()
@@ -108,8 +121,9 @@ class Uplink:
 
     async def _send(
         self, producer: AIOKafkaProducer, batch: list[tuple[SpoolId, SpoolRecord]]
-    ) -> list[SpoolId]:
-        """Send a batch; returns the ids Kafka acknowledged, raises UplinkError if none got through.
+    ) -> tuple[list[SpoolId], list[SpoolId]]:
+        """Send a batch; returns the ids Kafka acknowledged and those dropped (a topic refused, a copy's
+        topic missing), raises UplinkError if none got through.
 
         The records go out as one record batch per topic partition (aiokafka's send_batch), in spool order
         within each, rather than one send and one future per record. A batch that Kafka has not
@@ -118,6 +132,8 @@ class Uplink:
         """
         limit_s = self._request_timeout_s + 2.0
         refused: list[tuple[SpoolId, str]] = []
+        missing: list[tuple[SpoolId, str]] = []
+        loop = asyncio.get_running_loop()
 
         async def deliver() -> list[tuple[str, list[SpoolId], object]]:
             groups: dict[tuple[str, int], list[tuple[SpoolId, SpoolRecord]]] = {}
@@ -126,12 +142,25 @@ class Uplink:
                 if rec.topic in refusals:
                     refused.append((sid, rec.topic))
                     continue
+                if self._missing and self._missing.get(rec.topic, 0.0) > loop.time():
+                    missing.append((sid, rec.topic))
+                    continue
                 try:
                     partition = await self._partition(producer, rec.topic, rec.key)
                 except TopicAuthorizationFailedError:  # refused when the topic's metadata was fetched
                     refusals.add(rec.topic)
                     refused.append((sid, rec.topic))
                     continue
+                except UnknownTopicOrPartitionError:  # not in Kafka's metadata within the request timeout
+                    if not self._copies(rec.topic):
+                        raise UplinkError(
+                            f"Kafka has no topic {rec.topic!r}: create it; its records stay spooled"
+                        ) from None
+                    self._missing[rec.topic] = loop.time() + MISSING_RECHECK_S
+                    missing.append((sid, rec.topic))
+                    continue
+                if self._missing:
+                    self._missing.pop(rec.topic, None)
                 groups.setdefault((rec.topic, partition), []).append((sid, rec))
             sent: list[tuple[str, list[SpoolId], asyncio.Future[Any]]] = []
             for (topic, partition), records in groups.items():
@@ -156,6 +185,7 @@ class Uplink:
         except TimeoutError:
             raise UplinkError(f"no acknowledgement from Kafka within {limit_s:.0f} s") from None
         done = [sid for _, ids, r in results if not isinstance(r, BaseException) for sid in ids]
+        dropped: list[SpoolId] = []
         refused += [
             (sid, topic)
             for topic, ids, r in results
@@ -170,17 +200,27 @@ class Uplink:
                 extra={"records": len(refused), "topics": sorted({t for _, t in refused})},
             )
             self.refused += len(refused)
-            done.extend(sid for sid, _ in refused)
+            dropped.extend(sid for sid, _ in refused)
+            self._on_dropped("refused", len(refused))
+        # A department's topic nobody created: its copies would hold the spool back as long as it is
+        # missing; the alerts topic has them too. Dropped, loudly; the topic is asked for again later.
+        if missing:
+            log.error(
+                "kafka has no topic for these copies (create it); dropped",
+                extra={"records": len(missing), "topics": sorted({t for _, t in missing})},
+            )
+            dropped.extend(sid for sid, _ in missing)
+            self._on_dropped("no_topic", len(missing))
         failed = [
             r
             for _, _, r in results
             if isinstance(r, BaseException) and not isinstance(r, TopicAuthorizationFailedError)
         ]
-        if failed and not done:
+        if failed and not done and not dropped:
             raise UplinkError(repr(failed[0]))
         if failed:
             log.warning("part of a batch failed; it will be sent again", extra={"failed": len(failed)})
-        return done
+        return done, dropped
 
     async def run(self, stop: asyncio.Event) -> None:
         """Drain until `stop` is set, then flush what is in flight."""
@@ -211,14 +251,14 @@ class Uplink:
                 continue
             backlog = backlog or len(batch) == self.batch
             try:
-                done = await self._send(self._producer, batch)
+                done, dropped = await self._send(self._producer, batch)
             except (UplinkError, KafkaError, OSError) as e:
                 log.warning("kafka send failed; records stay spooled", extra={"error": repr(e)})
                 self._on_connected(False)
                 await self._reset()
                 continue
             self._on_connected(True)
-            self.spool.remove(done)
+            self.spool.remove(done + dropped if dropped else done)
             by_priority: dict[Priority, int] = {}
             delivered = set(done)
             for sid, rec in batch:

@@ -423,4 +423,82 @@ async def test_the_uplink_drops_records_for_a_refused_topic_and_delivers_the_res
         stats = spool.stats()
     assert (stats.urgent, stats.telemetry) == (0, 0), stats
     assert uplink.refused == 1
-    assert sum(n for p, n in delivered if p is Priority.TELEMETRY) == 2, delivered
+    assert delivered == [(Priority.TELEMETRY, 2)], delivered  # the dropped command is not counted as sent
+
+
+async def test_a_copy_for_a_missing_department_topic_is_dropped_and_the_rest_delivered(
+    city: SecureCity, tmp_path: Path
+) -> None:
+    """The secured broker creates no topic on its own: an alert copy for a department whose topic nobody
+    created (the gateway may write `alerts.*`, so Kafka says "unknown topic", not "refused") is dropped and
+    counted instead of holding back the spool; the alert itself and the telemetry around it reach Kafka."""
+    delivered: list[tuple[Priority, int]] = []
+    dropped: list[tuple[str, int]] = []
+    options = city.kafka_options(B3)
+    missing = city.inventory.topic(f"alerts.nobody-{uuid.uuid4().hex[:6]}")
+    essential = {city.inventory.topic("alerts"), city.inventory.topic("events")}
+    with Spool(tmp_path / "spool", max_bytes=1 << 20) as spool:
+        spool.append(
+            [
+                SpoolRecord(Priority.URGENT, missing, b"yuelu/c12/b3", b'{"copy":1}'),
+                SpoolRecord(Priority.URGENT, city.inventory.topic("alerts"), b"yuelu/c12/b3", b'{"copy":0}'),
+                SpoolRecord(Priority.TELEMETRY, city.inventory.topic("events"), b"yuelu/c12/b3", b'{"a":1}'),
+            ]
+        )
+        uplink = Uplink(
+            spool,
+            bootstrap=options.pop("bootstrap_servers"),
+            client_id=f"missing-{uuid.uuid4().hex[:6]}",
+            security=options,
+            request_timeout_ms=3000,  # how long Kafka's metadata is waited on for the topic to appear
+            on_delivered=lambda priority, n: delivered.append((priority, n)),
+            copies=lambda topic: topic not in essential,
+            on_dropped=lambda reason, n: dropped.append((reason, n)),
+        )
+        stop = asyncio.Event()
+        task = asyncio.create_task(uplink.run(stop))
+        try:
+            deadline = time.monotonic() + 60
+            while spool.stats().urgent + spool.stats().telemetry and time.monotonic() < deadline:
+                assert not task.done(), task
+                await asyncio.sleep(0.05)
+        finally:
+            stop.set()
+            await asyncio.wait_for(task, 30)
+        stats = spool.stats()
+    assert (stats.urgent, stats.telemetry) == (0, 0), stats
+    assert dropped == [("no_topic", 1)]
+    assert sorted(delivered) == [(Priority.URGENT, 1), (Priority.TELEMETRY, 1)], delivered
+
+
+async def test_records_for_a_missing_topic_that_is_not_a_copy_stay_spooled(
+    city: SecureCity, tmp_path: Path
+) -> None:
+    """A topic the agent cannot do without (here: one it does not count as a copy) is not dropped when
+    Kafka lacks it: its records stay spooled and are sent again, with the topic named in the log."""
+    failures: list[bool] = []
+    options = city.kafka_options(B3)
+    missing = city.inventory.topic(f"alerts.nobody-{uuid.uuid4().hex[:6]}")
+    with Spool(tmp_path / "spool", max_bytes=1 << 20) as spool:
+        spool.append([SpoolRecord(Priority.URGENT, missing, b"yuelu/c12/b3", b'{"copy":1}')])
+        uplink = Uplink(
+            spool,
+            bootstrap=options.pop("bootstrap_servers"),
+            client_id=f"missing-{uuid.uuid4().hex[:6]}",
+            security=options,
+            request_timeout_ms=2000,
+            on_connected=lambda up: failures.append(up) if not up else None,
+        )
+        stop = asyncio.Event()
+        task = asyncio.create_task(uplink.run(stop))
+        try:
+            deadline = time.monotonic() + 60
+            while len(failures) < 2:  # two sends failed: the record was tried again, not dropped
+                assert not task.done(), task
+                assert time.monotonic() < deadline, "the send never failed"
+                await asyncio.sleep(0.05)
+        finally:
+            stop.set()
+            await asyncio.wait_for(task, 30)
+        assert spool.stats().urgent == 1
+    assert uplink.refused == 0

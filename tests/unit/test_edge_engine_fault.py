@@ -16,6 +16,8 @@ from edge_agent.agent import EdgeAgent
 from edge_agent.mqtt_link import Inbound
 from edge_agent.spool import Priority, Spool
 from reflexes import load_rules_text
+from reflexes.deployment import Deployment, digest
+from schemas.routing import DepartmentEntry, Routing
 from tests.unit.test_edge_ingest import NOW, make_config
 
 RULES = textwrap.dedent(
@@ -296,3 +298,23 @@ async def test_a_stop_before_the_mqtt_broker_ever_answers_still_shuts_down_clean
     await asyncio.wait_for(run, timeout=30)
     assert not ready.is_set() and agent.failed is None
     Spool(tmp_path / "spool", max_bytes=1 << 20).close()  # closed: a restarted agent can open it again
+
+
+def test_a_hot_reloaded_rule_set_naming_an_unknown_department_is_refused(tmp_path: Path) -> None:
+    """As at start, a rule set whose alerts go to a department the departments file does not know (it has
+    no topic to page) is refused on the rules topic too: the running rules stay."""
+    config = make_config(spool={"path": str(tmp_path / "spool")}, metrics_port=0)
+    routing = Routing(departments={"fire": DepartmentEntry()})
+    agent = EdgeAgent(config, load_rules_text(RULES), routing)
+
+    def deployment(version: int, to: str) -> bytes:
+        files = [("rules.yaml", RULES.replace("to: [fire]", f"to: [{to}]"))]
+        return Deployment(config.rule_set, version, tuple(files), digest(files), 0.0).to_json()
+
+    key = config.rule_set.encode()
+    try:
+        assert agent._consider_rules(key, deployment(2, "fyre"), 1) == 1  # refused: the version stays
+        assert list(agent.engine.rules.departments()) == ["fire"]
+        assert agent._consider_rules(key, deployment(3, "fire"), 1) == 3  # a known one is taken
+    finally:
+        agent.spool.close()
