@@ -234,6 +234,15 @@ class EdgeConfig(BaseSettings):
     sensors: list[Name] | None = Field(
         default=None, description="If set, events of other sensors are dead-lettered."
     )
+    max_ahead_s: Annotated[float, Field(gt=0, allow_inf_nan=False)] | None = Field(
+        default=300.0,
+        description=(
+            "An event time further than this ahead of the gateway's clock is dead-lettered (a device with "
+            "a wrong clock, or milliseconds given as seconds): accepted, it would move the reflexes' "
+            "watermark years ahead, make every later reading late and fire every silence timer. null: no "
+            "limit."
+        ),
+    )
     lateness_margin_s: Seconds = Field(
         default=1.0, description="Idle margin: watermark = wall − lateness − this."
     )

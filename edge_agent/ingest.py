@@ -10,6 +10,7 @@ hot path per message is one dict lookup plus the payload's own parse and validat
 from __future__ import annotations
 
 import difflib
+import math
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, ClassVar, Final, Literal
 
@@ -282,6 +283,14 @@ def _load_object(payload: bytes) -> dict[str, Any]:
     return data
 
 
+def _ahead(where: str, ts: float, now: float, limit: float) -> str:
+    hint = "; milliseconds given as seconds?" if ts > now * 100 else ""
+    return (
+        f"{where}: {ts!r} is {ts - now:,.0f} s ahead of the gateway's clock, more than max_ahead_s "
+        f"({limit:g} s): a device clock that is wrong{hint}"
+    )
+
+
 class Decoder:
     """Turns MQTT messages into SensorEvents for one gateway, per its `EdgeConfig`.
 
@@ -300,6 +309,7 @@ class Decoder:
             for s in config.mqtt.subscriptions
         )
         self._routes: dict[str, _Route] = {}
+        self._max_ahead_s = config.max_ahead_s if config.max_ahead_s is not None else math.inf
 
     @property
     def filters(self) -> list[str]:
@@ -334,6 +344,11 @@ class Decoder:
                 events = [self._number(route, payload, now)]
         except SchemaError as exc:
             raise Rejected(str(exc)) from None
+        latest = now + self._max_ahead_s
+        for index, event in enumerate(events):
+            if event.ts > latest:
+                where = f"senml[{index}]." if fmt == "senml" else ""
+                raise Rejected(_ahead(f"{where}ts", event.ts, now, self._max_ahead_s))
         if self._sensors is not None:
             for index, event in enumerate(events):
                 if event.sensor not in self._sensors:

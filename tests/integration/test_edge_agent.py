@@ -106,6 +106,7 @@ BAD_PAYLOADS = {
     "invalid UTF-8": b"\xff\xfe\xfd",
     "unknown field": b'{"value": 1, "colour": "red"}',
     "empty": b"",
+    "milliseconds as seconds": b'{"value": 1, "ts": 1765000000000}',
 }
 
 
@@ -126,6 +127,7 @@ async def test_bad_input_is_dead_lettered_and_good_input_still_flows(
     ]
     assert all(x["reason"] for x in letters)
     assert "65536" in letters[4]["reason"]  # the oversized one names the limit
+    assert "ahead of the gateway's clock" in letters[-1]["reason"]
     wait_until(lambda: bool(probe.on(f"{uid}/cmd/")), 10, "the good event's command")
     assert gateway.proc is not None and gateway.proc.poll() is None
     records = await read_topics(

@@ -490,3 +490,31 @@ def test_arbitrary_input_only_ever_raises_rejected(topic: str, payload: bytes) -
         else:
             assert all(isinstance(e, SensorEvent) for e in events)
             assert all(e.site == SITE or e.site.startswith(SITE + "/") for e in events)
+
+
+# ------------------------------------------------------------------ event times ahead of the clock
+def test_an_event_time_far_ahead_of_the_gateway_clock_is_dead_lettered() -> None:
+    """One device with a wrong clock (or milliseconds as seconds) would move the watermark years ahead:
+    every later reading late, every silence timer fired. Beyond max_ahead_s (300 s) it is refused."""
+    topic = "sensors/f2/r201/smoke-201/smoke"
+    assert one(topic, orjson.dumps({"value": 1, "ts": NOW + 299})).ts == NOW + 299  # a clock a bit fast
+    why = reason(topic, orjson.dumps({"value": 1, "ts": NOW + 301}))
+    assert why.startswith("ts: ") and "301 s ahead" in why and "max_ahead_s (300 s)" in why
+    assert "milliseconds" in reason(topic, orjson.dumps({"value": 1, "ts": NOW * 1000}))
+
+
+def test_one_senml_record_ahead_of_the_clock_refuses_its_pack_and_names_it() -> None:
+    pack = [
+        {"bn": "mk2-201:", "bt": NOW, "n": "temp", "u": "Cel", "v": 21.5},
+        {"n": "hum", "t": 3600, "v": 40},
+    ]
+    why = reason("senml/f2/r201", orjson.dumps(pack))
+    assert why.startswith("senml[1].ts: ") and "3,600 s ahead" in why
+
+
+def test_max_ahead_s_null_takes_any_event_time() -> None:
+    decoder = Decoder(make_config(max_ahead_s=None))
+    later = NOW + 10 * 365 * 86400
+    assert (
+        one("sensors/f2/r201/smoke-201/smoke", orjson.dumps({"value": 1, "ts": later}), decoder).ts == later
+    )
