@@ -517,7 +517,7 @@ class EdgeAgent:
             auth=cfg.mqtt,
         )
         if cfg.metrics_port:
-            self.metrics_port = self.metrics.serve(cfg.metrics_port)
+            self.metrics_port = self.metrics.serve(cfg.metrics_port, cfg.metrics_host)
         # What is loaded by now (code, rules, restored state) lives as long as the agent: out of the
         # collector's sight, each collection is shorter, and so is the pause a reading may wait behind.
         settle()

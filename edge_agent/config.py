@@ -250,6 +250,11 @@ class EdgeConfig(BaseSettings):
     metrics_port: Annotated[int, Field(ge=0, le=65535)] = Field(
         default=9464, description="0 disables metrics."
     )
+    metrics_host: Annotated[str, StringConstraints(min_length=1)] = Field(
+        default="127.0.0.1",
+        description="The address /metrics listens on: 0.0.0.0 (or the gateway's own) for a Prometheus on "
+        "another host or outside the agent's container.",
+    )
     dedup_window: Annotated[int, Field(ge=0)] = Field(
         default=8_192,
         description=(

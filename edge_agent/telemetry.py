@@ -75,13 +75,16 @@ class EdgeMetrics:
             REFLEX_BUCKETS,
             registry=r,
         )
+        self.address: tuple[str, int] | None = None
+        """Where /metrics listens, once served."""
         info = Gauge("nerve_edge_info", "Constant 1, labelled with the gateway id", ["gateway"], registry=r)
         info.labels(gateway=gateway).set(1)
 
     def serve(self, port: int, host: str = "127.0.0.1") -> int:
-        """Start the /metrics HTTP endpoint; returns the bound port (useful with port 0)."""
+        """Start the /metrics HTTP endpoint on `host`; returns the bound port (useful with port 0)."""
         server, _thread = start_http_server(port, addr=host, registry=self.registry)
-        return int(server.server_port)
+        self.address = (str(server.server_address[0]), int(server.server_port))
+        return self.address[1]
 
 
 class LoopHistogram:

@@ -35,3 +35,17 @@ def test_the_loop_histogram_exposes_the_same_buckets_count_and_sum_as_prometheus
     assert len(counts(ours_lines)) == len(REFLEX_BUCKETS) + 2  # the buckets, +Inf and the count
     assert counts(ours_lines) == counts(theirs_lines)
     assert abs(total(ours_lines) - total(theirs_lines)) <= 1e-9 * total(theirs_lines)
+
+
+def test_metrics_listen_on_the_configured_address() -> None:
+    """127.0.0.1 by default; `metrics_host: 0.0.0.0` for a Prometheus on another host or outside a container."""
+    from urllib.request import urlopen
+
+    from edge_agent.telemetry import EdgeMetrics
+
+    for host in ("127.0.0.1", "0.0.0.0"):
+        metrics = EdgeMetrics("gw-test")
+        port = metrics.serve(0, host)
+        assert metrics.address == (host, port)
+        with urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as reply:
+            assert b'nerve_edge_info{gateway="gw-test"} 1.0' in reply.read()
