@@ -275,7 +275,7 @@ class EdgeAgent:
     def _ingest_batch(self, batch: list[Inbound]) -> list[SpoolRecord]:
         records: list[SpoolRecord] = []
         for msg in batch:
-            received = time.perf_counter()
+            received = msg.received or time.perf_counter()
             now = self._receipt_time()
             try:
                 events = self.decoder.decode(msg.topic, msg.payload, now)

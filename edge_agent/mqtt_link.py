@@ -79,6 +79,8 @@ class Inbound:
     qos: int
     connection: int = 0
     """Which connection of the link it came on: a packet id means something only on its own connection."""
+    received: float = 0.0
+    """When its bytes came from the socket (perf_counter): the start of the agent's reflex latency."""
 
 
 class BufferedConnection:
@@ -90,7 +92,7 @@ class BufferedConnection:
     lost with it, as they would be in the kernel's buffer: QoS 1 is what brings such messages back.
     """
 
-    __slots__ = ("_in", "_in_pos", "_out", "_quickack", "_sock", "linger_s")
+    __slots__ = ("_in", "_in_pos", "_out", "_quickack", "_sock", "filled_at", "linger_s")
 
     def __init__(self, sock: socket.socket) -> None:
         tcp = sock.family in (socket.AF_INET, socket.AF_INET6)
@@ -106,6 +108,8 @@ class BufferedConnection:
         self._in = b""
         self._in_pos = 0
         self._out = bytearray()
+        self.filled_at = 0.0
+        """When the last bytes were received (perf_counter)."""
         self.linger_s = 0.0
         """Set before a DISCONNECT of our own: how long `close` waits for the broker to close its end."""
 
@@ -169,6 +173,7 @@ class BufferedConnection:
         data = self._sock.recv(RECV_CHUNK)
         if not data:
             return False
+        self.filled_at = time.perf_counter()
         if self._quickack is not None:
             self._sock.setsockopt(socket.IPPROTO_TCP, self._quickack, 1)
         pos = self._in_pos
@@ -186,6 +191,7 @@ class BufferedConnection:
         buf, pos = self._in, self._in_pos
         n = len(buf)
         taken = 0
+        received = self.filled_at  # a packet is whole once the receive that completed it is in
         try:
             while taken < limit:
                 if pos + 2 > n:
@@ -226,11 +232,16 @@ class BufferedConnection:
                 if masked == 0x32:
                     inbox.append(
                         Inbound(
-                            topic, buf[start:end], buf[topic_end] << 8 | buf[topic_end + 1], 1, connection
+                            topic,
+                            buf[start:end],
+                            buf[topic_end] << 8 | buf[topic_end + 1],
+                            1,
+                            connection,
+                            received,
                         )
                     )
                 else:
-                    inbox.append(Inbound(topic, buf[start:end], 0, 0, connection))
+                    inbox.append(Inbound(topic, buf[start:end], 0, 0, connection, received))
                 taken += 1
                 pos = end
             return TOOK_LIMIT
@@ -384,7 +395,7 @@ class MqttLink:
         self._receive(msg.topic, bytes(msg.payload), msg.mid, msg.qos)
 
     def _receive(self, topic: str, payload: bytes, mid: int, qos: int) -> None:
-        self._inbox.append(Inbound(topic, payload, mid, qos, self._connection))
+        self._inbox.append(Inbound(topic, payload, mid, qos, self._connection, time.perf_counter()))
         self._wake.set()
 
     def _on_socket_open(self, client: mqtt.Client, userdata: Any, sock: Any) -> None:

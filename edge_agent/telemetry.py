@@ -71,7 +71,7 @@ class EdgeMetrics:
         self.mqtt_connected = Gauge("nerve_edge_mqtt_connected", "1 while connected to MQTT", registry=r)
         self.reflex_seconds = LoopHistogram(
             "nerve_edge_reflex_seconds",
-            "Time from MQTT receipt to the engine's decision",
+            "Time from a message's receipt off the MQTT socket to the engine's decision (time in the inbox included)",
             REFLEX_BUCKETS,
             registry=r,
         )

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import textwrap
+import time
 from pathlib import Path
 from typing import Any
 
@@ -318,3 +319,19 @@ def test_a_hot_reloaded_rule_set_naming_an_unknown_department_is_refused(tmp_pat
         assert agent._consider_rules(key, deployment(3, "fire"), 1) == 3  # a known one is taken
     finally:
         agent.spool.close()
+
+
+def test_reflex_latency_counts_from_when_the_message_came_off_the_socket(tmp_path: Path) -> None:
+    """`nerve_edge_reflex_seconds` starts at the message's receipt, so time it waited in the link's inbox
+    (behind a backlog, behind the spool) is in it."""
+    config = make_config(spool={"path": str(tmp_path / "spool")}, metrics_port=0)
+    agent = EdgeAgent(config, load_rules_text(RULES))
+    agent.mqtt = Published()  # type: ignore[assignment]
+    waited = Inbound("sensors/f1/r101/smoke-1/smoke", b"0.9", 1, 1, 0, time.perf_counter() - 0.25)
+    try:
+        agent._ingest_batch([waited])
+    finally:
+        agent.spool.close()
+    registry = agent.metrics.registry
+    assert registry.get_sample_value("nerve_edge_reflex_seconds_count") == 1
+    assert (registry.get_sample_value("nerve_edge_reflex_seconds_sum") or 0.0) >= 0.25

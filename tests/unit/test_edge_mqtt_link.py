@@ -176,6 +176,7 @@ async def test_published_messages_are_read_whole_and_in_order_however_the_bytes_
     client._handle_publish = not_here  # type: ignore[method-assign]
     expected: list[tuple[str, bytes, int, int]] = []
     stream = bytearray()
+    before = time.perf_counter()
     for i in range(40):
         topic, payload = f"s/f{i}/r/t-{i}/temperature".encode(), b'{"value": %d}' % i
         qos, flags = i % 2, (0x08 if i % 5 == 0 else 0) | (0x01 if i % 7 == 0 else 0)  # DUP, RETAIN
@@ -203,6 +204,8 @@ async def test_published_messages_are_read_whole_and_in_order_however_the_bytes_
     assert got == expected
     assert {m.connection for m in link._inbox} == {3}
     assert conn.pending() == 0 and client._in_packet["command"] == 0
+    stamps = [m.received for m in link._inbox]  # when each came from the socket: reflex latency's start
+    assert before < stamps[0] and stamps == sorted(stamps) and stamps[-1] <= time.perf_counter()
 
 
 async def test_reading_stops_at_the_inbox_mark_and_resumes_when_ingest_has_taken_half(
