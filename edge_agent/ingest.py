@@ -283,6 +283,9 @@ def _load_object(payload: bytes) -> dict[str, Any]:
     return data
 
 
+_BOM: Final = b"\xef\xbb\xbf"  # UTF-8 byte order mark
+
+
 def _ahead(where: str, ts: float, now: float, limit: float) -> str:
     hint = "; milliseconds given as seconds?" if ts > now * 100 else ""
     return (
@@ -329,6 +332,8 @@ class Decoder:
             route = self._route(topic)
         if route.problem is not None:
             raise Rejected(route.problem)
+        if payload[:3] == _BOM:  # some devices' JSON libraries write one; RFC 8259 lets a parser skip it
+            payload = payload[3:]
         fmt = route.format
         if fmt == "auto":
             head = payload[:1]

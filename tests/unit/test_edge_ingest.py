@@ -518,3 +518,12 @@ def test_max_ahead_s_null_takes_any_event_time() -> None:
     assert (
         one("sensors/f2/r201/smoke-201/smoke", orjson.dumps({"value": 1, "ts": later}), decoder).ts == later
     )
+
+
+def test_a_utf8_byte_order_mark_before_a_payload_is_skipped() -> None:
+    """Some devices' JSON libraries start with a BOM: the payload is read as what follows it (it used to
+    become the text reading '\\ufeff{"value": 50}' of an auto subscription)."""
+    bom = b"\xef\xbb\xbf"
+    assert one("sensors/f2/r201/gas-1/gas", bom + b'{"value": 50}').value == 50
+    assert one("meters/m-1", bom + b"21.5").value == 21.5
+    assert [e.sensor for e in DECODER.decode("senml/f2/r201", bom + b'[{"n": "x", "v": 1}]', NOW)] == ["x"]
