@@ -267,8 +267,11 @@ class EdgeAgent:
         payload = letter.to_json()
         assert self.mqtt is not None
         self.mqtt.publish(self.config.mqtt.deadletter_topic, payload)
+        # Telemetry, not urgent: bounded by spool.max_bytes like readings, so that a device sending
+        # garbage through a long outage cannot fill the disk (or push out the readings); the local
+        # dead-letter topic has it at once, and the counter counts every one.
         records.append(
-            SpoolRecord(Priority.URGENT, self.config.topic("deadletter"), source.encode(), payload)
+            SpoolRecord(Priority.TELEMETRY, self.config.topic("deadletter"), source.encode(), payload)
         )
         self.metrics.dead_lettered.inc()
 

@@ -201,8 +201,8 @@ class SpoolSettings(_Section):
         default="drop_oldest_telemetry",
         description="What goes when the spool holds max_bytes: the oldest telemetry (the brain gets the "
         "latest readings when the uplink returns), or drop_new_telemetry: new readings that do not fit "
-        "(it gets the first hours of the outage, without gaps). Alerts, commands and dead letters are "
-        "always kept; they make room by dropping the oldest telemetry.",
+        "(it gets the first hours of the outage, without gaps). Alerts and commands are always kept; "
+        "they make room by dropping the oldest telemetry. Dead letters count as telemetry.",
     )
     sync: bool = Field(default=True, description="fsync each write, so that a power cut loses nothing.")
 

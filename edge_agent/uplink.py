@@ -1,4 +1,4 @@
-"""The agent's one Kafka producer: drains the spool to Kafka, urgent records (alerts, commands, dead letters)
+"""The agent's one Kafka producer: drains the spool to Kafka, urgent records (alerts, commands)
 before the telemetry backlog, and removes records only once Kafka has acknowledged them (acks=all)."""
 
 from __future__ import annotations

@@ -66,7 +66,7 @@ def test_an_engine_fault_dead_letters_the_event_and_ingest_goes_on(
         records = agent._ingest_batch(batch)
     finally:
         agent.spool.close()
-    telemetry = [orjson.loads(r.value)["sensor"] for r in records if r.priority is Priority.TELEMETRY]
+    telemetry = [orjson.loads(r.value)["sensor"] for r in records if r.topic == config.topic("events")]
     assert telemetry == ["smoke-bad", "smoke-good"]  # both accepted and forwarded
     letters = [orjson.loads(r.value) for r in records if r.topic == config.topic("deadletter")]
     assert len(letters) == 1
@@ -335,3 +335,27 @@ def test_reflex_latency_counts_from_when_the_message_came_off_the_socket(tmp_pat
     registry = agent.metrics.registry
     assert registry.get_sample_value("nerve_edge_reflex_seconds_count") == 1
     assert (registry.get_sample_value("nerve_edge_reflex_seconds_sum") or 0.0) >= 0.25
+
+
+async def test_dead_letters_through_an_outage_stay_within_the_spool_bound(tmp_path: Path) -> None:
+    """A device sending garbage while Kafka is away: its dead letters are spooled as telemetry, so
+    spool.max_bytes bounds them (the oldest go, counted) instead of growing the spool past it; every one
+    is still counted and published locally."""
+    limit = 64 * 1024
+    config = make_config(spool={"path": str(tmp_path / "spool"), "max_bytes": limit}, metrics_port=0)
+    agent = EdgeAgent(config, load_rules_text(RULES))
+    published = Published()
+    agent.mqtt = published  # type: ignore[assignment]
+    try:
+        for _ in range(20):
+            batch = [
+                Inbound("sensors/f1/r101/t-1/temperature", b'{"value": [1, 2]}', m, 1) for m in range(100)
+            ]
+            assert await agent._append_durably(agent._ingest_batch(batch))
+        stats = agent.spool.stats()
+        assert stats.bytes <= limit and stats.dropped_telemetry > 0, stats
+        assert stats.urgent == 0
+        assert agent.metrics.registry.get_sample_value("nerve_edge_dead_lettered_total") == 2000
+        assert sum(topic == config.mqtt.deadletter_topic for topic, _ in published.messages) == 2000
+    finally:
+        agent.spool.close()
