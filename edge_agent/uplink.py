@@ -13,11 +13,13 @@ from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaError, TopicAuthorizationFailedError, UnknownTopicOrPartitionError
 from aiokafka.partitioner import DefaultPartitioner
 
-from edge_agent.spool import Priority, Spool, SpoolId, SpoolRecord
+from edge_agent.spool import Priority, Spool, SpoolId, SpoolRecord, SpoolWriteError
 
 log = logging.getLogger("nerve.edge.uplink")
 
 _PARTITIONER = DefaultPartitioner()
+REMOVE_RETRY_S = (0.5, 10.0)
+"""First and longest pause after the spool failed to remove what Kafka took (a full or failing disk)."""
 _PARTITION_CACHE = 10_000  # (topic, key) pairs remembered; dead letters are keyed by MQTT topic, so unbounded
 MISSING_RECHECK_S = 60.0
 """After Kafka said a copy's topic does not exist, how long its records are dropped without asking again
@@ -227,6 +229,7 @@ class Uplink:
         backlog = False
         loop = asyncio.get_running_loop()
         sent_at = 0.0
+        pause = REMOVE_RETRY_S[0]
         while not stop.is_set():
             if self._producer is None:
                 self._producer = await self._connect(stop)
@@ -258,7 +261,17 @@ class Uplink:
                 await self._reset()
                 continue
             self._on_connected(True)
-            self.spool.remove(done + dropped if dropped else done)
+            try:
+                self.spool.remove(done + dropped if dropped else done)
+            except SpoolWriteError as e:
+                # Kafka has them; the disk would not forget them. They stay spooled and go again after a
+                # pause (their ids make the repeats harmless) rather than stopping the agent.
+                log.error("spool remove failed; records will be sent again", extra={"error": str(e)})
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(stop.wait(), pause)
+                pause = min(pause * 2, REMOVE_RETRY_S[1])
+                continue
+            pause = REMOVE_RETRY_S[0]
             by_priority: dict[Priority, int] = {}
             delivered = set(done)
             for sid, rec in batch:
