@@ -369,8 +369,11 @@ class MqttLink:
     def _on_loop(self, fn: Callable[..., None], *args: Any) -> None:
         if threading.get_ident() == self._loop_thread:
             fn(*args)
-        else:
-            self._loop.call_soon_threadsafe(fn, *args)
+        elif not self._loop.is_closed():
+            # A client garbage-collected after its loop closed (paho closes its socket in __del__, on
+            # whatever thread collects it) has nothing left to tell the loop.
+            with contextlib.suppress(RuntimeError):  # closed between the check and the call
+                self._loop.call_soon_threadsafe(fn, *args)
 
     def _on_connect(self, client: mqtt.Client, userdata: Any, flags: Any, reason: Any, props: Any) -> None:
         if reason.is_failure:

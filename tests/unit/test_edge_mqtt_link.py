@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import socket
+import threading
 import time
 from collections.abc import Callable, Iterator
 
@@ -327,3 +328,23 @@ async def test_a_burst_past_the_mark_is_read_whole_when_the_reader_callback_take
     theirs.sendall(b"".join(wire(publish_packet(b"s/t", str(i).encode(), 0, 0)) for i in range(n)))
     link._readable()  # one poll event
     assert taken == list(range(n))
+
+
+def test_a_client_collected_after_its_loop_closed_tells_it_nothing() -> None:
+    """paho closes its socket in `__del__`, on whichever thread collects the client: after the loop has
+    closed that must not raise (it failed an unrelated test as an unraisable exception)."""
+    loop = asyncio.new_event_loop()
+    link = MqttLink(host="127.0.0.1", port=1, client_id="t", filters=[], loop=loop)
+    loop.close()
+    errors: list[BaseException] = []
+
+    def from_another_thread() -> None:
+        try:
+            link._on_socket_close(link._client, None, None)
+        except BaseException as e:
+            errors.append(e)
+
+    thread = threading.Thread(target=from_another_thread)
+    thread.start()
+    thread.join(5)
+    assert not thread.is_alive() and errors == []
