@@ -49,6 +49,8 @@ TICK_S = 0.2
 BUILDING_KEYS_MAX = 10_000  # sites whose Kafka key is remembered
 SNAPSHOT_EVERY_S = 30.0
 DELIVERIES_AT_STOP_S = 1.0  # at SIGTERM, how long commands just published may take to reach the broker
+RECEIPT_STEP_BACK_S = 1.0
+"""A wall clock that went back by less than this keeps receipt times after the last one given."""
 SHUTDOWN_TASKS_S = 15.0  # at SIGTERM, how long the agent's tasks may take to finish before they are cancelled
 SNAPSHOT_SLICE_S = 0.002  # the event loop writes the snapshot in slices of this much time, reflexes between
 ENGINE_GAUGES_EVERY_S = 1.0  # the engine's size (a walk over its groups)
@@ -298,9 +300,9 @@ class EdgeAgent:
         closed and opened again, queued while the agent restarted) must not get one id and be dropped as
         repeats."""
         now = time.time()
-        if now <= self._last_receipt:
+        if self._last_receipt - RECEIPT_STEP_BACK_S < now <= self._last_receipt:
             now = math.nextafter(self._last_receipt, math.inf)
-        self._last_receipt = now
+        self._last_receipt = now  # a clock set back by more (NTP) is followed, not waited for
         return now
 
     async def _ingest(self, stop: asyncio.Event) -> None:
@@ -740,11 +742,15 @@ def _building_key(site: str) -> bytes:
 
 
 async def _first(*events: asyncio.Event) -> asyncio.Event:
-    """Wait until one of `events` is set; the first one found set."""
-    waits = [asyncio.create_task(event.wait()) for event in events]
-    try:
-        await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
-    finally:
-        for wait in waits:
-            wait.cancel()
-    return next(event for event in events if event.is_set())
+    """Wait until one of `events` is set and still set when looked at (one set and cleared again before
+    this task ran, a connection lost right after it was made, is waited past); the first such one."""
+    while True:
+        waits = [asyncio.create_task(event.wait()) for event in events]
+        try:
+            await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for wait in waits:
+                wait.cancel()
+        for event in events:
+            if event.is_set():
+                return event

@@ -6,12 +6,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections import Counter
 from collections.abc import Callable
 from typing import Any
 
 from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaError, TopicAuthorizationFailedError, UnknownTopicOrPartitionError
 from aiokafka.partitioner import DefaultPartitioner
+from aiokafka.protocol.metadata import MetadataRequest
 
 from edge_agent.spool import Priority, Spool, SpoolId, SpoolRecord, SpoolWriteError
 
@@ -22,8 +24,8 @@ REMOVE_RETRY_S = (0.5, 10.0)
 """First and longest pause after the spool failed to remove what Kafka took (a full or failing disk)."""
 _PARTITION_CACHE = 10_000  # (topic, key) pairs remembered; dead letters are keyed by MQTT topic, so unbounded
 MISSING_RECHECK_S = 60.0
-"""After Kafka said a copy's topic does not exist, how long its records are dropped without asking again
-(each question waits up to the request timeout for the topic to appear)."""
+"""After Kafka said a copy's topic does not exist, how long its records are dropped before it is asked again."""
+_UNKNOWN_TOPIC = UnknownTopicOrPartitionError.errno  # the answer for a topic the cluster does not have
 
 
 class UplinkError(Exception):
@@ -76,6 +78,8 @@ class Uplink:
         self._copies = copies
         self._on_dropped = on_dropped
         self._missing: dict[str, float] = {}  # a copy's topic Kafka does not have → when to ask again
+        self._exists: set[str] = set()  # copies' topics this producer has found in Kafka's metadata
+        self._lookups: dict[str, asyncio.Task[None]] = {}  # copies' topics being looked up
         self._producer: AIOKafkaProducer | None = None
         self._partitions: dict[tuple[str, bytes | None], int] = {}
         self._wake = asyncio.Event()
@@ -123,9 +127,10 @@ class Uplink:
 
     async def _send(
         self, producer: AIOKafkaProducer, batch: list[tuple[SpoolId, SpoolRecord]]
-    ) -> tuple[list[SpoolId], list[SpoolId]]:
-        """Send a batch; returns the ids Kafka acknowledged and those dropped (a topic refused, a copy's
-        topic missing), raises UplinkError if none got through.
+    ) -> tuple[list[SpoolId], list[tuple[SpoolId, str]], int]:
+        """Send a batch; returns the ids Kafka acknowledged, those to drop with why ("refused": a topic
+        this gateway may not write; "no_topic": a copy's topic Kafka does not have) and how many records
+        wait for their copy topic's lookup (they stay spooled). Raises UplinkError if none got through.
 
         The records go out as one record batch per topic partition (aiokafka's send_batch), in spool order
         within each, rather than one send and one future per record. A batch that Kafka has not
@@ -135,18 +140,27 @@ class Uplink:
         limit_s = self._request_timeout_s + 2.0
         refused: list[tuple[SpoolId, str]] = []
         missing: list[tuple[SpoolId, str]] = []
+        waiting = 0
         loop = asyncio.get_running_loop()
 
         async def deliver() -> list[tuple[str, list[SpoolId], object]]:
+            nonlocal waiting
             groups: dict[tuple[str, int], list[tuple[SpoolId, SpoolRecord]]] = {}
             refusals: set[str] = set()  # topics refused in this batch
             for sid, rec in batch:
                 if rec.topic in refusals:
                     refused.append((sid, rec.topic))
                     continue
-                if self._missing and self._missing.get(rec.topic, 0.0) > loop.time():
-                    missing.append((sid, rec.topic))
-                    continue
+                if (rec.topic, rec.key) not in self._partitions and self._copies(rec.topic):
+                    # A copy's topic is looked up apart from the batch (aiokafka waits up to the request
+                    # timeout for a topic it does not know), so that a missing one holds nothing back.
+                    if self._missing.get(rec.topic, 0.0) > loop.time():
+                        missing.append((sid, rec.topic))
+                        continue
+                    if rec.topic not in self._exists:
+                        self._look_up(producer, rec.topic)
+                        waiting += 1
+                        continue
                 try:
                     partition = await self._partition(producer, rec.topic, rec.key)
                 except TopicAuthorizationFailedError:  # refused when the topic's metadata was fetched
@@ -154,15 +168,9 @@ class Uplink:
                     refused.append((sid, rec.topic))
                     continue
                 except UnknownTopicOrPartitionError:  # not in Kafka's metadata within the request timeout
-                    if not self._copies(rec.topic):
-                        raise UplinkError(
-                            f"Kafka has no topic {rec.topic!r}: create it; its records stay spooled"
-                        ) from None
-                    self._missing[rec.topic] = loop.time() + MISSING_RECHECK_S
-                    missing.append((sid, rec.topic))
-                    continue
-                if self._missing:
-                    self._missing.pop(rec.topic, None)
+                    raise UplinkError(
+                        f"Kafka has no topic {rec.topic!r}: create it; its records stay spooled"
+                    ) from None
                 groups.setdefault((rec.topic, partition), []).append((sid, rec))
             sent: list[tuple[str, list[SpoolId], asyncio.Future[Any]]] = []
             for (topic, partition), records in groups.items():
@@ -187,7 +195,6 @@ class Uplink:
         except TimeoutError:
             raise UplinkError(f"no acknowledgement from Kafka within {limit_s:.0f} s") from None
         done = [sid for _, ids, r in results if not isinstance(r, BaseException) for sid in ids]
-        dropped: list[SpoolId] = []
         refused += [
             (sid, topic)
             for topic, ids, r in results
@@ -201,9 +208,6 @@ class Uplink:
                 "kafka refused records: this gateway may not write their topics (check its ACLs); dropped",
                 extra={"records": len(refused), "topics": sorted({t for _, t in refused})},
             )
-            self.refused += len(refused)
-            dropped.extend(sid for sid, _ in refused)
-            self._on_dropped("refused", len(refused))
         # A department's topic nobody created: its copies would hold the spool back as long as it is
         # missing; the alerts topic has them too. Dropped, loudly; the topic is asked for again later.
         if missing:
@@ -211,18 +215,54 @@ class Uplink:
                 "kafka has no topic for these copies (create it); dropped",
                 extra={"records": len(missing), "topics": sorted({t for _, t in missing})},
             )
-            dropped.extend(sid for sid, _ in missing)
-            self._on_dropped("no_topic", len(missing))
         failed = [
             r
             for _, _, r in results
             if isinstance(r, BaseException) and not isinstance(r, TopicAuthorizationFailedError)
         ]
+        dropped = [(sid, "refused") for sid, _ in refused] + [(sid, "no_topic") for sid, _ in missing]
         if failed and not done and not dropped:
             raise UplinkError(repr(failed[0]))
         if failed:
             log.warning("part of a batch failed; it will be sent again", extra={"failed": len(failed)})
-        return done, dropped
+        return done, dropped, waiting
+
+    def _look_up(self, producer: AIOKafkaProducer, topic: str) -> None:
+        """Start finding out, in the background, whether Kafka has a copy's `topic`."""
+        task = self._lookups.get(topic)
+        if task is None or task.done():
+            self._lookups[topic] = asyncio.create_task(self._find(producer, topic), name=f"lookup {topic}")
+
+    async def _find(self, producer: AIOKafkaProducer, topic: str) -> None:
+        """Record `topic` as existing (any answer but "unknown": a refused topic is refused when its
+        records are sent) or, when a metadata answer from a broker says the cluster has no such topic, as
+        missing for MISSING_RECHECK_S; if Kafka does not answer, the next batch asks again."""
+        try:
+            await producer.partitions_for(topic)
+        except UnknownTopicOrPartitionError:
+            if await self._absent(producer, topic):
+                self._missing[topic] = asyncio.get_running_loop().time() + MISSING_RECHECK_S
+        except TopicAuthorizationFailedError:
+            self._exists.add(topic)
+        except (KafkaError, OSError) as e:
+            log.warning("kafka metadata lookup failed", extra={"topic": topic, "error": repr(e)})
+        else:
+            self._exists.add(topic)
+        finally:
+            self._wake.set()  # the records that waited for it go (or are dropped) now
+
+    async def _absent(self, producer: AIOKafkaProducer, topic: str) -> bool:
+        """Whether a broker says the cluster has no `topic` (aiokafka also gives up on a topic whose
+        metadata did not come, or came without a leader, within the request timeout)."""
+        client = producer.client  # aiokafka's own connection pool; a plain MetadataRequest, as it sends
+        node = client.get_random_node()
+        if node is None:
+            return False
+        try:
+            answer = await client.send(node, MetadataRequest([topic]))
+        except (KafkaError, OSError, TimeoutError):
+            return False
+        return any(entry[0] == _UNKNOWN_TOPIC and entry[1] == topic for entry in answer.topics)
 
     async def run(self, stop: asyncio.Event) -> None:
         """Drain until `stop` is set, then flush what is in flight."""
@@ -254,7 +294,7 @@ class Uplink:
                 continue
             backlog = backlog or len(batch) == self.batch
             try:
-                done, dropped = await self._send(self._producer, batch)
+                done, dropped, waiting = await self._send(self._producer, batch)
             except (UplinkError, KafkaError, OSError) as e:
                 log.warning("kafka send failed; records stay spooled", extra={"error": repr(e)})
                 self._on_connected(False)
@@ -262,7 +302,7 @@ class Uplink:
                 continue
             self._on_connected(True)
             try:
-                self.spool.remove(done + dropped if dropped else done)
+                self.spool.remove(done + [sid for sid, _ in dropped] if dropped else done)
             except SpoolWriteError as e:
                 # Kafka has them; the disk would not forget them. They stay spooled and go again after a
                 # pause (their ids make the repeats harmless) rather than stopping the agent.
@@ -272,6 +312,17 @@ class Uplink:
                 pause = min(pause * 2, REMOVE_RETRY_S[1])
                 continue
             pause = REMOVE_RETRY_S[0]
+            if dropped:
+                reasons = Counter(reason for _, reason in dropped)
+                self.refused += reasons["refused"]
+                for reason, n in reasons.items():
+                    self._on_dropped(reason, n)
+            if waiting and not done and not dropped and any(not t.done() for t in self._lookups.values()):
+                # Only records whose copy topic is being looked up: wait for the lookup, not the linger.
+                self._wake.clear()
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(0.5):
+                        await self._wake.wait()
             by_priority: dict[Priority, int] = {}
             delivered = set(done)
             for sid, rec in batch:
@@ -284,12 +335,21 @@ class Uplink:
     async def _reset(self) -> None:
         producer, self._producer = self._producer, None
         self._partitions.clear()  # the next producer reads the partition counts afresh
+        self._forget_lookups()
         if producer is not None:
             with contextlib.suppress(KafkaError, OSError, TimeoutError):
                 await asyncio.wait_for(producer.stop(), 5)
 
+    def _forget_lookups(self) -> None:
+        """What the copies' topic lookups found holds for the producer that asked; a new one asks again."""
+        for task in self._lookups.values():
+            task.cancel()
+        self._lookups.clear()
+        self._exists.clear()
+
     async def close(self) -> None:
         """Flush and stop the producer."""
+        self._forget_lookups()
         producer, self._producer = self._producer, None
         if producer is not None:
             try:

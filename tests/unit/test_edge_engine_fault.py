@@ -359,3 +359,35 @@ async def test_dead_letters_through_an_outage_stay_within_the_spool_bound(tmp_pa
         assert sum(topic == config.mqtt.deadletter_topic for topic, _ in published.messages) == 2000
     finally:
         agent.spool.close()
+
+
+async def test_a_connection_lost_as_soon_as_made_is_waited_past() -> None:
+    """`run` waits for MQTT or a stop; a `connected` set and cleared again before the waiter looked (the
+    broker closed right after CONNACK) is not taken for either: the wait goes on until one holds."""
+    from edge_agent.agent import _first
+
+    connected, stop = asyncio.Event(), asyncio.Event()
+    waiting = asyncio.create_task(_first(connected, stop))
+    for _ in range(3):  # the waiter, then its waits on each event, have run: all are waiting
+        await asyncio.sleep(0)
+    connected.set()
+    connected.clear()
+    await asyncio.sleep(0.01)
+    assert not waiting.done()
+    stop.set()
+    assert await asyncio.wait_for(waiting, 5) is stop
+
+
+def test_receipt_times_follow_a_clock_set_back_by_more_than_a_second(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A clock read twice alike, or going back a little, still gives later times; one set back by NTP by
+    more than a second is followed (otherwise every reading would get the old time for as long)."""
+    config = make_config(spool={"path": str(tmp_path / "spool")}, metrics_port=0)
+    agent = EdgeAgent(config, load_rules_text(RULES))
+    agent.spool.close()
+    readings = iter([NOW, NOW, NOW - 0.5, NOW - 60, NOW - 59.5])
+    monkeypatch.setattr("edge_agent.agent.time.time", lambda: next(readings))
+    got = [agent._receipt_time() for _ in range(5)]
+    assert got[0] == NOW and NOW < got[1] < got[2] < NOW + 1e-5
+    assert got[3:] == [NOW - 60, NOW - 59.5]
