@@ -332,7 +332,7 @@ class Decoder:
             route = self._route(topic)
         if route.problem is not None:
             raise Rejected(route.problem)
-        if payload[:3] == _BOM:  # some devices' JSON libraries write one; RFC 8259 lets a parser skip it
+        if payload.startswith(_BOM):  # some devices' JSON libraries write one; RFC 8259 lets a parser skip it
             payload = payload[3:]
         fmt = route.format
         if fmt == "auto":
