@@ -588,6 +588,9 @@ class Brain:
         except RuleSetError as e:
             log.error("rule set version %s refused: %s", deployed.version, e)
             return
+        if problems := self.routing.check(rules.departments()):  # as at start: a department needs a topic
+            log.error("rule set version %s refused: %s", deployed.version, "; ".join(problems))
+            return
         if partition_level(rules) < self.level:
             log.error(
                 "rule set version %s needs events grouped by a coarser level; restart the workers",
