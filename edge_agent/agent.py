@@ -588,6 +588,7 @@ class EdgeAgent:
         await self._store_ledger()
         left = self.spool.stats()
         self.spool.close()
+        self.metrics.close()
         log.info(
             "edge agent stopped", extra={"spooled_urgent": left.urgent, "spooled_telemetry": left.telemetry}
         )

@@ -76,6 +76,7 @@ class EdgeMetrics:
             registry=r,
         )
         self.address: tuple[str, int] | None = None
+        self._server: Any = None
         """Where /metrics listens, once served."""
         info = Gauge("nerve_edge_info", "Constant 1, labelled with the gateway id", ["gateway"], registry=r)
         info.labels(gateway=gateway).set(1)
@@ -83,8 +84,16 @@ class EdgeMetrics:
     def serve(self, port: int, host: str = "127.0.0.1") -> int:
         """Start the /metrics HTTP endpoint on `host`; returns the bound port (useful with port 0)."""
         server, _thread = start_http_server(port, addr=host, registry=self.registry)
+        self._server = server
         self.address = (str(server.server_address[0]), int(server.server_port))
         return self.address[1]
+
+    def close(self) -> None:
+        """Stop the /metrics endpoint, if it was started."""
+        server, self._server = self._server, None
+        if server is not None:
+            server.shutdown()
+            server.server_close()
 
 
 class LoopHistogram:

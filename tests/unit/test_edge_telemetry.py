@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import random
 
+import pytest
 from prometheus_client import CollectorRegistry, Histogram, generate_latest
 
 from edge_agent.telemetry import REFLEX_BUCKETS, LoopHistogram
@@ -39,6 +40,7 @@ def test_the_loop_histogram_exposes_the_same_buckets_count_and_sum_as_prometheus
 
 def test_metrics_listen_on_the_configured_address() -> None:
     """127.0.0.1 by default; `metrics_host: 0.0.0.0` for a Prometheus on another host or outside a container."""
+    from urllib.error import URLError
     from urllib.request import urlopen
 
     from edge_agent.telemetry import EdgeMetrics
@@ -46,6 +48,11 @@ def test_metrics_listen_on_the_configured_address() -> None:
     for host in ("127.0.0.1", "0.0.0.0"):
         metrics = EdgeMetrics("gw-test")
         port = metrics.serve(0, host)
-        assert metrics.address == (host, port)
-        with urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as reply:
-            assert b'nerve_edge_info{gateway="gw-test"} 1.0' in reply.read()
+        try:
+            assert metrics.address == (host, port)
+            with urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as reply:
+                assert b'nerve_edge_info{gateway="gw-test"} 1.0' in reply.read()
+        finally:
+            metrics.close()
+        with pytest.raises(URLError):  # closed: the port no longer answers
+            urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5)
