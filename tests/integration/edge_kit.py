@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import signal
 import socket
@@ -18,6 +19,8 @@ from pathlib import Path
 import paho.mqtt.client as mqtt
 from aiokafka import AIOKafkaConsumer
 from paho.mqtt.enums import CallbackAPIVersion
+
+from edge_agent.uplink import Uplink
 
 REPO = Path(__file__).resolve().parents[2]
 LAUNCHER = REPO / "scripts" / "brokers.sh"
@@ -60,6 +63,24 @@ def wait_until(condition: Callable[[], bool], timeout: float, what: str, every: 
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}")
         time.sleep(every)
+
+
+async def run_uplink_until(
+    uplink: Uplink, condition: Callable[[], bool], what: str, within_s: float = 60
+) -> None:
+    """Run `uplink` until `condition` holds, then stop it; fail naming `what` after `within_s` seconds, or
+    at once if the uplink stops by itself."""
+    stop = asyncio.Event()
+    task = asyncio.create_task(uplink.run(stop))
+    try:
+        deadline = time.monotonic() + within_s
+        while not condition():
+            assert not task.done(), task
+            assert time.monotonic() < deadline, f"timed out after {within_s:.0f}s waiting for {what}"
+            await asyncio.sleep(0.02)
+    finally:
+        stop.set()
+        await asyncio.wait_for(task, 30)
 
 
 def forget_mqtt_session(host: str, port: int, client_id: str, timeout: float = 10.0) -> None:

@@ -23,6 +23,7 @@ from edge_agent.uplink import Uplink
 from nerve_cli.lockdown.inventory import ADMIN
 from schemas import Alert
 from tests.integration.conftest import port_answers, split_address
+from tests.integration.edge_kit import run_uplink_until
 from tests.integration.secure_kit import (
     REPO,
     Proc,
@@ -411,16 +412,9 @@ async def test_the_uplink_drops_records_for_a_refused_topic_and_delivers_the_res
             security=options,
             on_delivered=lambda priority, n: delivered.append((priority, n)),
         )
-        stop = asyncio.Event()
-        task = asyncio.create_task(uplink.run(stop))
-        try:
-            deadline = time.monotonic() + 60
-            while spool.stats().urgent + spool.stats().telemetry and time.monotonic() < deadline:
-                assert not task.done(), task
-                await asyncio.sleep(0.05)
-        finally:
-            stop.set()
-            await asyncio.wait_for(task, 30)
+        await run_uplink_until(
+            uplink, lambda: not spool.stats().urgent + spool.stats().telemetry, "the drain"
+        )
         stats = spool.stats()
     assert (stats.urgent, stats.telemetry) == (0, 0), stats
     assert uplink.refused == 1
@@ -470,17 +464,9 @@ async def test_copies_for_missing_department_topics_are_dropped_and_the_rest_del
             copies=lambda topic: topic not in essential,
             on_dropped=lambda reason, n: dropped.append((reason, n)),
         )
-        stop = asyncio.Event()
-        task = asyncio.create_task(uplink.run(stop))
-        try:
-            deadline = time.monotonic() + 60
-            while spool.stats().urgent + spool.stats().telemetry:
-                assert not task.done(), task
-                assert time.monotonic() < deadline, f"stalled: {spool.stats()}"
-                await asyncio.sleep(0.05)
-        finally:
-            stop.set()
-            await asyncio.wait_for(task, 30)
+        await run_uplink_until(
+            uplink, lambda: not spool.stats().urgent + spool.stats().telemetry, "the drain"
+        )
     assert not failures
     assert {reason for reason, _ in dropped} == {"no_topic"}
     assert sum(n for _, n in dropped) == 3  # each counted once, though its first remove failed
@@ -505,16 +491,7 @@ async def test_records_for_a_missing_topic_that_is_not_a_copy_stay_spooled(
             request_timeout_ms=2000,
             on_connected=lambda up: failures.append(up) if not up else None,
         )
-        stop = asyncio.Event()
-        task = asyncio.create_task(uplink.run(stop))
-        try:
-            deadline = time.monotonic() + 60
-            while len(failures) < 2:  # two sends failed: the record was tried again, not dropped
-                assert not task.done(), task
-                assert time.monotonic() < deadline, "the send never failed"
-                await asyncio.sleep(0.05)
-        finally:
-            stop.set()
-            await asyncio.wait_for(task, 30)
+        # two sends failed: the record was tried again, not dropped
+        await run_uplink_until(uplink, lambda: len(failures) >= 2, "a second failed send")
         assert spool.stats().urgent == 1
     assert uplink.refused == 0

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
-import time
 from pathlib import Path
 
 import pytest
@@ -12,6 +10,7 @@ from edge_agent import uplink as uplink_module
 from edge_agent.spool import Priority, Spool, SpoolId, SpoolRecord, SpoolWriteError
 from edge_agent.uplink import Uplink
 from tests.integration.conftest import NewTopicFactory
+from tests.integration.edge_kit import run_uplink_until
 
 
 async def test_a_failing_spool_remove_is_retried_and_stops_nothing(
@@ -39,15 +38,5 @@ async def test_a_failing_spool_remove_is_retried_and_stops_nothing(
             client_id="remove-test",
             on_delivered=lambda p, n: delivered.append(n),
         )
-        stop = asyncio.Event()
-        task = asyncio.create_task(uplink.run(stop))
-        try:
-            deadline = time.monotonic() + 30
-            while spool.stats().telemetry:
-                assert not task.done(), task
-                assert time.monotonic() < deadline, "the records were never removed"
-                await asyncio.sleep(0.02)
-        finally:
-            stop.set()
-            await asyncio.wait_for(task, 30)
+        await run_uplink_until(uplink, lambda: not spool.stats().telemetry, "the records' removal", 30)
     assert not failures and delivered == [3]  # counted once, when the remove held
